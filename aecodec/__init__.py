@@ -1,0 +1,17 @@
+"""aecodec: a learned image codec you can read, train and trust.
+
+>>> import aecodec
+>>> codec = aecodec.load("rvq")
+>>> data = codec.compress(image, quality=4)   # bytes of a complete .aec file
+>>> image = codec.decompress(data)
+"""
+
+from .codec import Codec, Info, available_models, decompress, info, load
+from .errors import AecError, FormatError, ImageError, ModelError, OutputError, UsageError
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AecError", "Codec", "FormatError", "ImageError", "Info", "ModelError", "OutputError",
+    "UsageError", "available_models", "decompress", "info", "load",
+]

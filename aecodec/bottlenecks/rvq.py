@@ -1,0 +1,138 @@
+"""Residual vector quantizer (RVQ) with EMA codebooks, dead-code revival and quantizer dropout.
+
+Stage s quantizes what stages 0..s-1 left over, so a prefix of the stages is a coarser code of
+the same latent: one trained model serves every rate. The codebook recipe is SoundStream's
+(k-means initialisation, EMA updates, replacement of unused codes by batch residuals); the
+dropout is DAC's per-sample draw, so every prefix length is trained.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+import torch.nn.functional as F
+from einops import rearrange
+
+from . import BottleneckOutput, register
+
+
+def _nearest(x: torch.Tensor, codebook: torch.Tensor) -> torch.Tensor:
+    """Index of the nearest code (squared Euclidean distance) for each row of x."""
+    dist = (x * x).sum(1, keepdim=True) - 2 * x @ codebook.t() + (codebook * codebook).sum(1)
+    return dist.argmin(1)
+
+
+def kmeans(x: torch.Tensor, k: int, iters: int, generator: torch.Generator) -> torch.Tensor:
+    """Plain Lloyd k-means; empty clusters are re-seeded with random points."""
+    centers = x[torch.randperm(len(x), generator=generator)[:k]].clone()
+    for _ in range(iters):
+        idx = _nearest(x, centers)
+        counts = torch.bincount(idx, minlength=k).to(x.dtype)
+        sums = torch.zeros_like(centers).index_add_(0, idx, x)
+        empty = counts == 0
+        centers = sums / counts.clamp(min=1)[:, None]
+        reseed = torch.randint(len(x), (int(empty.sum()),), generator=generator)
+        centers[empty] = x[reseed]
+    return centers
+
+
+@register("rvq")
+class ResidualVQ(nn.Module):
+    def __init__(
+        self,
+        dim: int,
+        stages: int,
+        codebook_size: int,
+        decay: float = 0.99,
+        dead_threshold: float = 0.5,
+        commitment: float = 0.1,
+    ) -> None:
+        super().__init__()
+        self.dim, self.sections, self.alphabet = dim, stages, codebook_size
+        self.decay, self.dead_threshold, self.commitment = decay, dead_threshold, commitment
+        self.register_buffer("codebooks", torch.zeros(stages, codebook_size, dim))
+        self.register_buffer("ema_count", torch.ones(stages, codebook_size))
+        self.register_buffer("ema_sum", torch.zeros(stages, codebook_size, dim))
+
+    # -- training -----------------------------------------------------------------------
+    @torch.no_grad()
+    def init_codebooks(self, latents: torch.Tensor, iters: int = 20, seed: int = 0) -> None:
+        """k-means each stage on the residuals the earlier (already initialised) stages leave."""
+        gen = torch.Generator().manual_seed(seed)
+        residual = latents.reshape(-1, self.dim).float().clone()
+        for s in range(self.sections):
+            centers = kmeans(residual, self.alphabet, iters, gen)
+            self.codebooks[s] = centers
+            self.ema_sum[s] = centers
+            self.ema_count[s] = 1.0
+            residual -= centers[_nearest(residual, centers)]
+
+    def forward(self, latent: torch.Tensor, sections: torch.Tensor | None) -> BottleneckOutput:
+        b, _, h, w = latent.shape
+        flat = rearrange(latent, "b c h w -> (b h w) c")
+        residual = flat.detach().clone()
+        partial = torch.zeros_like(residual)
+        per_stage = []  # partial reconstruction after each stage
+        indices = []
+        for s in range(self.sections):
+            idx = _nearest(residual, self.codebooks[s])
+            code = self.codebooks[s][idx]
+            indices.append(idx)
+            if self.training:
+                self._ema_update(s, residual, idx)
+            residual = residual - code
+            partial = partial + code
+            per_stage.append(partial)
+        stacked = torch.stack(per_stage)  # (S, N, C)
+        if sections is None:
+            sections = torch.full((b,), self.sections, device=latent.device)
+        use = (sections.repeat_interleave(h * w) - 1).clamp(0, self.sections - 1)
+        quant = stacked[use, torch.arange(len(use), device=latent.device)]
+        commit = F.mse_loss(flat, quant) / flat.detach().square().mean().clamp(min=1e-6)
+        out = flat + (quant - flat).detach()  # straight-through gradient to the encoder
+        metrics = {f"perplexity/{s}": _perplexity(i, self.alphabet) for s, i in enumerate(indices)}
+        return BottleneckOutput(
+            rearrange(out, "(b h w) c -> b c h w", b=b, h=h, w=w), self.commitment * commit, metrics
+        )
+
+    @torch.no_grad()
+    def _ema_update(self, s: int, residual: torch.Tensor, idx: torch.Tensor) -> None:
+        counts = torch.bincount(idx, minlength=self.alphabet).to(residual.dtype)
+        sums = torch.zeros_like(self.ema_sum[s]).index_add_(0, idx, residual)
+        self.ema_count[s].mul_(self.decay).add_(counts, alpha=1 - self.decay)
+        self.ema_sum[s].mul_(self.decay).add_(sums, alpha=1 - self.decay)
+        self.codebooks[s] = self.ema_sum[s] / self.ema_count[s].clamp(min=1e-5)[:, None]
+        dead = self.ema_count[s] < self.dead_threshold
+        if dead.any():
+            pick = torch.randint(len(residual), (int(dead.sum()),), device=residual.device)
+            self.codebooks[s][dead] = residual[pick]
+            self.ema_sum[s][dead] = residual[pick]
+            self.ema_count[s][dead] = 1.0
+
+    # -- coding -------------------------------------------------------------------------
+    @torch.no_grad()
+    def encode(self, latent: torch.Tensor, sections: int) -> np.ndarray:
+        b, _, h, w = latent.shape
+        residual = rearrange(latent, "b c h w -> (b h w) c").float().clone()
+        out = np.empty((sections, b, h, w), dtype=np.int32)
+        for s in range(sections):
+            idx = _nearest(residual, self.codebooks[s])
+            residual -= self.codebooks[s][idx]
+            out[s] = idx.reshape(b, h, w).numpy()
+        return out
+
+    @torch.no_grad()
+    def decode(self, symbols: np.ndarray) -> torch.Tensor:
+        n, b, h, w = symbols.shape
+        idx = torch.from_numpy(symbols.astype(np.int64)).reshape(n, -1)
+        latent = torch.zeros(idx.shape[1], self.dim)
+        for s in range(n):  # fixed summation order: the same latent for any batch size
+            latent += self.codebooks[s][idx[s]]
+        return rearrange(latent, "(b h w) c -> b c h w", b=b, h=h, w=w)
+
+
+def _perplexity(idx: torch.Tensor, k: int) -> float:
+    p = torch.bincount(idx, minlength=k).float()
+    p = p / p.sum()
+    return float(torch.exp(-(p * torch.log(p.clamp(min=1e-12))).sum()))

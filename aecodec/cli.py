@@ -1,0 +1,150 @@
+"""The ``aecodec`` command line: parses arguments and calls the API, nothing more."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import warnings
+from pathlib import Path
+
+from .errors import AecError, FormatError, UsageError
+
+
+def _read_bytes(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        raise FormatError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise FormatError(f"{path}: is a directory") from None
+    except PermissionError:
+        raise FormatError(f"{path}: permission denied") from None
+
+
+def _check_output(src: Path, dst: Path, force: bool) -> None:
+    """Refuse before any work is done: never clobber an input, or an output without --force."""
+    if dst.exists() and (src.resolve() == dst.resolve()):
+        raise UsageError(f"{dst}: output is the input file")
+    if dst.exists() and not force:
+        raise UsageError(f"{dst}: exists (use --force to overwrite)")
+
+
+def _encode(args: argparse.Namespace) -> None:
+    from .codec import load
+    from .imageio import open_image, write_atomic
+
+    src, dst = Path(args.input), Path(args.output)
+    _check_output(src, dst, args.force)
+    codec = load(args.model)
+    data = codec.compress(open_image(src), args.quality)
+    write_atomic(dst, data, overwrite=args.force)
+    i = codec.info(data)
+    print(f"{dst}: {i.width}x{i.height} {i.mode}, quality {i.quality}, {i.bytes} bytes, {i.bpp:.3f} bpp")
+
+
+def _decode(args: argparse.Namespace) -> None:
+    from .codec import codec_for
+    from .imageio import image_bytes, output_format, write_atomic
+
+    src, dst = Path(args.input), Path(args.output)
+    _check_output(src, dst, args.force)
+    output_format(dst)
+    data = _read_bytes(src)
+    img = codec_for(data).decompress(data)
+    write_atomic(dst, image_bytes(img, dst), overwrite=args.force)
+
+
+def _info(args: argparse.Namespace) -> None:
+    from .codec import info
+
+    i = info(_read_bytes(Path(args.input)))
+    quality = i.quality if i.quality is not None else "custom"
+    print(f"model:       {i.model} (fingerprint {i.fingerprint})")
+    print(f"image:       {i.width}x{i.height} {i.mode}")
+    print(f"quality:     {quality} ({i.stages} stages)")
+    print(f"size:        {i.bytes} bytes, {i.bpp:.4f} bits per pixel")
+
+
+def _models(args: argparse.Namespace) -> None:
+    from .codec import available_models, load
+
+    for name in available_models():
+        c = load(name)
+        levels = ", ".join(f"q{q}={s}" for q, s in enumerate(c.qualities, 1))
+        print(f"{name}: bottleneck {c.model.config.bottleneck}, quality 1-{len(c.qualities)} "
+              f"(default {c.default_quality}); stages per quality: {levels}")
+
+
+def _train(args: argparse.Namespace) -> None:
+    from .model import ModelConfig
+    from .train import TrainConfig, train
+
+    cfg = TrainConfig(data=args.data, out=args.out, steps=args.steps, batch_size=args.batch_size,
+                      crop=args.crop, lr=args.lr, warmup=args.warmup, seed=args.seed,
+                      device=args.device, threads=args.threads,
+                      checkpoint_minutes=args.checkpoint_minutes, val_count=args.val_count)
+    mcfg = ModelConfig(name=args.name, channels=args.channels, latent=args.latent,
+                       bottleneck_args={"stages": args.stages, "codebook_size": args.codebook_size})
+    train(cfg, mcfg, resume=args.resume, init=args.init)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="aecodec", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("encode", help="compress an image to .aec")
+    p.add_argument("input")
+    p.add_argument("output")
+    p.add_argument("--model", default="rvq", help="shipped model name or path to a .safetensors model")
+    p.add_argument("--quality", "-q", type=int, default=None, help="quality level, 1 = smallest file")
+    p.add_argument("--force", action="store_true", help="overwrite an existing output")
+    p.set_defaults(func=_encode)
+    p = sub.add_parser("decode", help="decompress .aec to an image (format from the extension)")
+    p.add_argument("input")
+    p.add_argument("output")
+    p.add_argument("--force", action="store_true", help="overwrite an existing output")
+    p.set_defaults(func=_decode)
+    p = sub.add_parser("info", help="describe a .aec file")
+    p.add_argument("input")
+    p.set_defaults(func=_info)
+    p = sub.add_parser("models", help="list the shipped models and their quality levels")
+    p.set_defaults(func=_models)
+    p = sub.add_parser("train", help="train a model on a folder of images")
+    p.add_argument("--data", required=True, help="folder of training images (the last --val-count are held out)")
+    p.add_argument("--out", required=True, help="run folder: checkpoint.pt, log.jsonl, exported model")
+    p.add_argument("--name", default="rvq")
+    p.add_argument("--steps", type=int, default=20000)
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--crop", type=int, default=128)
+    p.add_argument("--lr", type=float, default=5e-4)
+    p.add_argument("--warmup", type=int, default=500)
+    p.add_argument("--channels", type=int, default=96)
+    p.add_argument("--latent", type=int, default=96)
+    p.add_argument("--stages", type=int, default=32)
+    p.add_argument("--codebook-size", type=int, default=256)
+    p.add_argument("--val-count", type=int, default=4)
+    p.add_argument("--checkpoint-minutes", type=float, default=5.0)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    p.add_argument("--resume", action="store_true", help="continue from --out/checkpoint.pt")
+    p.add_argument("--init", default=None, help="start from an exported model (.safetensors)")
+    p.set_defaults(func=_train)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    warnings.showwarning = lambda msg, *a, **k: print(f"aecodec: note: {msg}", file=sys.stderr)
+    try:
+        args.func(args)
+    except AecError as exc:
+        print(f"aecodec: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("aecodec: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

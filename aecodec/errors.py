@@ -1,0 +1,43 @@
+"""The codec's one error family: every failure a user can cause is an ``AecError``.
+
+Each subclass carries the CLI exit code documented in the README, so scripts can tell a
+corrupt file from a missing one without parsing messages.
+"""
+
+from __future__ import annotations
+
+
+class AecError(Exception):
+    """Base class; the message is one line a user can act on."""
+
+    exit_code = 1
+
+
+class UsageError(AecError):
+    """Bad arguments: unknown model or quality, output exists, same input and output."""
+
+    exit_code = 2
+
+
+class ImageError(AecError):
+    """An input image cannot be read, or has a mode or size the codec refuses."""
+
+    exit_code = 3
+
+
+class FormatError(AecError):
+    """An .aec file is truncated, corrupt, hostile or from an unsupported format version."""
+
+    exit_code = 4
+
+
+class ModelError(AecError):
+    """The model a file needs is not installed, or its weights differ from the encoder's."""
+
+    exit_code = 5
+
+
+class OutputError(AecError):
+    """An output cannot be written (permission denied, disk full, missing folder)."""
+
+    exit_code = 6

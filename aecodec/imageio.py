@@ -1,0 +1,171 @@
+"""Images in and out: reading any Pillow image into the codec's RGB tensor, back to the
+caller's mode, and writing files atomically so that no reader ever sees a partial output."""
+
+from __future__ import annotations
+
+import io
+import os
+import tempfile
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from .errors import ImageError, OutputError, UsageError
+
+MAX_PIXELS = 1 << 26
+"""Largest image (width * height) the codec reads or decodes, ~67 MP; raise it knowingly."""
+
+MODES = ("L", "LA", "RGB", "RGBA")
+"""Modes stored natively; the index in this tuple is the mode byte of the .aec header."""
+
+
+class ConversionNote(UserWarning):
+    """An input was converted to a mode the codec stores (palette, 16-bit, CMYK, ...)."""
+
+
+@dataclass
+class Planes:
+    """An image as the codec sees it: colour in [0, 1] plus an optional 8-bit alpha plane."""
+
+    rgb: torch.Tensor  # (3, H, W) float32
+    mode: str  # one of MODES
+    alpha: np.ndarray | None  # (H, W) uint8 for LA/RGBA
+
+
+def check_size(width: int, height: int, what: str) -> None:
+    if width < 1 or height < 1:
+        raise ImageError(f"{what}: empty image ({width}x{height})")
+    if width * height > MAX_PIXELS:
+        raise ImageError(
+            f"{what}: {width}x{height} is more than the {MAX_PIXELS} pixel limit (aecodec.imageio.MAX_PIXELS)"
+        )
+
+
+def open_image(path: Path) -> Image.Image:
+    """Read an image file fully, with EXIF orientation applied; ImageError on any failure."""
+    try:
+        with Image.open(path) as img:
+            check_size(*img.size, str(path))
+            img.load()
+            return ImageOps.exif_transpose(img)
+    except (UnidentifiedImageError, Image.DecompressionBombError) as exc:
+        raise ImageError(f"{path}: not a readable image ({exc.__class__.__name__})") from None
+    except FileNotFoundError:
+        raise ImageError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise ImageError(f"{path}: is a directory") from None
+    except PermissionError:
+        raise ImageError(f"{path}: permission denied") from None
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise ImageError(f"{path}: cannot read image ({exc})") from None
+
+
+def _to_native(img: Image.Image) -> Image.Image:
+    """Convert any Pillow mode to one of MODES, warning when information changes."""
+    mode = img.mode
+    if mode in MODES:
+        return img
+    if mode in ("I;16", "I;16L", "I;16B", "I;16N", "I", "F"):
+        arr = np.asarray(img, dtype=np.float64)
+        if mode != "F":
+            arr = arr / 257.0 if mode.startswith("I;16") or arr.max(initial=0) > 255 else arr
+        out = Image.fromarray(np.clip(np.rint(arr), 0, 255).astype(np.uint8), "L")
+        warnings.warn(f"{mode} image converted to 8-bit grayscale (L)", ConversionNote, stacklevel=3)
+        return out
+    has_alpha = mode in ("PA", "La", "RGBa") or "transparency" in img.info or mode.endswith("A")
+    if mode in ("1",):
+        target = "L"
+    elif mode in ("La",):
+        target = "LA"
+    else:
+        target = "RGBA" if has_alpha else "RGB"
+    warnings.warn(f"{mode} image converted to {target}", ConversionNote, stacklevel=3)
+    return img.convert(target)
+
+
+def to_planes(img: Image.Image) -> Planes:
+    check_size(*img.size, "image")
+    img = _to_native(img)
+    arr = np.array(img, dtype=np.uint8)
+    if arr.ndim == 2:
+        arr = arr[:, :, None]
+    alpha = np.ascontiguousarray(arr[:, :, -1]) if img.mode in ("LA", "RGBA") else None
+    colour = arr[:, :, :1].repeat(3, axis=2) if img.mode in ("L", "LA") else arr[:, :, :3]
+    rgb = torch.from_numpy(np.ascontiguousarray(colour)).permute(2, 0, 1).float() / 255.0
+    return Planes(rgb, img.mode, alpha)
+
+
+def from_planes(rgb: torch.Tensor, mode: str, alpha: np.ndarray | None) -> Image.Image:
+    """(3, H, W) float in [0, 1] -> Pillow image in ``mode``; deterministic rounding."""
+    arr = (rgb.clamp(0, 1) * 255.0).round().to(torch.uint8).permute(1, 2, 0).numpy()
+    img = Image.fromarray(np.ascontiguousarray(arr), "RGB")
+    if mode in ("L", "LA"):
+        img = img.convert("L")
+    if alpha is not None:
+        img = img.convert("LA" if mode == "LA" else "RGBA") if mode != "RGBA" else img.convert("RGBA")
+        img.putalpha(Image.fromarray(alpha, "L"))
+    return img
+
+
+def pad_to_stride(x: torch.Tensor, stride: int) -> torch.Tensor:
+    """Replicate-pad (B, C, H, W) on the bottom/right to a multiple of stride; cheaper to code
+    than zeros because the padding continues the image instead of adding an edge."""
+    h, w = x.shape[-2:]
+    ph, pw = -h % stride, -w % stride
+    return F.pad(x, (0, pw, 0, ph), mode="replicate") if ph or pw else x
+
+
+# -- writing ---------------------------------------------------------------------------
+def write_atomic(path: Path, data: bytes, overwrite: bool = True) -> None:
+    """Write to a temporary file beside ``path``, then move it into place in one step.
+
+    With ``overwrite=False`` the final step is a hard link, which fails if ``path`` exists,
+    so a file that appeared meanwhile is never clobbered.
+    """
+    path = Path(path)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent or ".")
+    except FileNotFoundError:
+        raise OutputError(f"{path}: folder {path.parent} does not exist") from None
+    except PermissionError:
+        raise OutputError(f"{path}: permission denied") from None
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        if overwrite:
+            os.replace(tmp, path)
+        else:
+            os.link(tmp, path)
+    except FileExistsError:
+        raise UsageError(f"{path}: exists (use --force to overwrite)") from None
+    except OSError as exc:
+        raise OutputError(f"{path}: cannot write ({exc.strerror or exc})") from None
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def output_format(path: Path) -> str:
+    """The Pillow format an output's extension names (.png, .jpg, .webp, ...)."""
+    fmt = Image.registered_extensions().get(Path(path).suffix.lower())
+    if fmt is None or fmt not in Image.SAVE:
+        raise UsageError(f"{path}: unknown image extension {Path(path).suffix!r} (try .png)")
+    return fmt
+
+
+def image_bytes(img: Image.Image, path: Path) -> bytes:
+    """Encode ``img`` in the format the extension of ``path`` names."""
+    fmt = output_format(path)
+    buf = io.BytesIO()
+    try:
+        img.save(buf, format=fmt)
+    except (OSError, ValueError, KeyError) as exc:
+        raise UsageError(f"{path}: cannot store a {img.mode} image as {fmt} ({exc})") from None
+    return buf.getvalue()

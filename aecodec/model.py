@@ -1,0 +1,88 @@
+"""The autoencoder: analysis transform -> bottleneck -> synthesis transform, plus its
+entropy tables, saved together as one safetensors file."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load as st_load, save as st_save
+from torch import nn
+
+from . import bottlenecks
+from .entropy import IndexEntropyModel
+from .errors import ModelError
+from .transforms import Analysis, Synthesis
+
+
+@dataclass
+class ModelConfig:
+    name: str = "rvq"
+    bottleneck: str = "rvq"
+    channels: int = 64
+    latent: int = 64
+    bottleneck_args: dict = field(default_factory=lambda: {"stages": 32, "codebook_size": 256})
+    qualities: list[int] = field(default_factory=lambda: [3, 5, 8, 12, 16, 22, 28, 32])
+    """Number of bottleneck sections (RVQ stages) used by quality 1, 2, ..."""
+    default_quality: int = 4
+    context_groups: int = 16
+
+
+class AutoEncoder(nn.Module):
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.analysis = Analysis(config.channels, config.latent)
+        self.bottleneck = bottlenecks.create(
+            config.bottleneck, dim=config.latent, **config.bottleneck_args
+        )
+        self.synthesis = Synthesis(config.channels, config.latent)
+        self.entropy: IndexEntropyModel | None = None
+
+    def forward(self, x: torch.Tensor, sections: torch.Tensor | None = None):
+        out = self.bottleneck(self.analysis(x), sections)
+        return self.synthesis(out.latent_hat), out
+
+    # -- serialisation ----------------------------------------------------------------
+    def to_bytes(self) -> bytes:
+        """Weights, entropy tables and config as safetensors bytes (the shipped format)."""
+        if self.entropy is None:
+            raise ModelError("model has no entropy tables yet; fit them before exporting")
+        tensors = {k: v.detach().contiguous().clone() for k, v in self.state_dict().items()}
+        tensors |= {f"entropy.{k}": torch.from_numpy(v) for k, v in self.entropy.arrays().items()}
+        return st_save(tensors, metadata={"config": json.dumps(asdict(self.config))})
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> "AutoEncoder":
+        try:
+            header_len = int.from_bytes(data[:8], "little")
+            meta = json.loads(data[8 : 8 + header_len]).get("__metadata__", {})
+            config = ModelConfig(**json.loads(meta["config"]))
+            tensors = st_load(data)
+            model = cls(config)
+            entropy = {k[8:]: tensors.pop(k).numpy() for k in list(tensors) if k.startswith("entropy.")}
+            model.load_state_dict(tensors)
+        except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+            raise ModelError(f"not a valid aecodec model file ({exc})") from None
+        model.entropy = IndexEntropyModel(**entropy)
+        model.fingerprint = hashlib.sha256(data).digest()[:8]
+        return model.eval()
+
+    def save(self, path: Path) -> None:
+        from .imageio import write_atomic
+
+        write_atomic(Path(path), self.to_bytes())
+
+    @classmethod
+    def load(cls, path: Path) -> "AutoEncoder":
+        return cls.from_bytes(Path(path).read_bytes())
+
+    @torch.no_grad()
+    def fit_entropy(self, symbols: list[np.ndarray]) -> None:
+        """Fit integer tables from symbol arrays (sections, N_i, h, w) of training images."""
+        flat = np.concatenate([s.reshape(s.shape[0], -1) for s in symbols], axis=1)
+        self.entropy = IndexEntropyModel.fit(flat, self.bottleneck.alphabet, self.config.context_groups)

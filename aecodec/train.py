@@ -1,0 +1,222 @@
+"""``aecodec train``: train an autoencoder codec on a folder of images, resumably.
+
+The recipe: a short warm-up as a plain (unquantised) autoencoder, k-means initialisation of
+every RVQ stage from the warmed-up latents, then training through the quantiser with a random
+number of stages per sample, so one model learns every quality level. The loss is the mean
+over samples of 10*log10(MSE), i.e. minus the PSNR, which weighs every quality level alike in
+dB instead of letting the coarsest samples dominate. At the end the entropy tables are fitted
+on the training images and the model is exported as one safetensors file.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import random
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from .imageio import open_image, pad_to_stride, to_planes, write_atomic
+from .model import AutoEncoder, ModelConfig
+from .transforms import STRIDE
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".ppm"}
+
+
+@dataclass
+class TrainConfig:
+    data: str
+    out: str
+    steps: int = 20000
+    batch_size: int = 16
+    crop: int = 128
+    lr: float = 5e-4
+    warmup: int = 500
+    """Steps as a plain autoencoder before the quantiser is switched on."""
+    full_rate_fraction: float = 0.25
+    """Share of samples trained with all stages; the rest draw a stage count uniformly."""
+    val_count: int = 4
+    """The last images of the folder (sorted by name) are held out for validation."""
+    checkpoint_minutes: float = 5.0
+    seed: int = 0
+    device: str = "auto"
+    threads: int = 0
+
+
+def load_folder(folder: Path) -> list[torch.Tensor]:
+    files = sorted(p for p in Path(folder).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise SystemExit(f"no images in {folder}")
+    return [(to_planes(open_image(p)).rgb * 255).round().to(torch.uint8) for p in files]
+
+
+def random_crops(images: list[torch.Tensor], n: int, size: int, rng: random.Random) -> torch.Tensor:
+    out = []
+    for _ in range(n):
+        img = images[rng.randrange(len(images))]
+        _, h, w = img.shape
+        y, x = rng.randrange(max(h - size, 0) + 1), rng.randrange(max(w - size, 0) + 1)
+        crop = img[:, y : y + size, x : x + size]
+        if rng.random() < 0.5:
+            crop = crop.flip(2)
+        if rng.random() < 0.5:
+            crop = crop.flip(1)
+        out.append(crop)
+    return torch.stack(out).float() / 255.0
+
+
+def psnr(mse: torch.Tensor) -> torch.Tensor:
+    return -10 * torch.log10(mse.clamp(min=1e-10))
+
+
+@torch.no_grad()
+def symbols_of(model: AutoEncoder, images: list[torch.Tensor], device: torch.device) -> list[np.ndarray]:
+    """All-stage symbols of each image (padded to the stride), for fitting and rate estimates."""
+    out = []
+    for img in images:
+        x = pad_to_stride(img[None].float().div(255), STRIDE).to(device)
+        out.append(model.bottleneck.encode(model.analysis(x).cpu(), model.bottleneck.sections))
+    return out
+
+
+@torch.no_grad()
+def validate(model: AutoEncoder, images: list[torch.Tensor], device: torch.device) -> list[dict]:
+    """PSNR and bpp at every quality level on the held-out images (bpp from the fitted tables
+    when the model has them, else log2(K) per symbol)."""
+    model.eval()
+    rows = []
+    syms = symbols_of(model, images, device)
+    for q, stages in enumerate(model.config.qualities, 1):
+        mse, bits, pixels = [], 0.0, 0
+        for img, sym in zip(images, syms):
+            x = img[None].float().div(255)
+            latent = model.bottleneck.decode(sym[:stages])
+            x_hat = model.synthesis(latent.to(device)).cpu()[..., : x.shape[2], : x.shape[3]]
+            mse.append(torch.mean((x_hat.clamp(0, 1) - x) ** 2))
+            pixels += x.shape[2] * x.shape[3]
+            if model.entropy is not None:
+                bits += 8 * sum(len(c) for c in model.entropy.encode(sym[:stages, 0]))
+            else:
+                bits += sym[:stages].size * math.log2(model.bottleneck.alphabet)
+        rows.append({"quality": q, "stages": stages, "bpp": bits / pixels, "psnr": float(psnr(torch.stack(mse)).mean())})
+    model.train()
+    return rows
+
+
+def _save_checkpoint(path: Path, model: AutoEncoder, opt: torch.optim.Optimizer, step: int,
+                     rng: random.Random, cfg: TrainConfig, elapsed: float) -> None:
+    buf = io.BytesIO()
+    torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "step": step,
+                "rng": rng.getstate(), "torch_rng": torch.get_rng_state(),
+                "model_config": asdict(model.config), "train_config": asdict(cfg),
+                "elapsed": elapsed}, buf)
+    write_atomic(path, buf.getvalue())
+
+
+def train(cfg: TrainConfig, model_config: ModelConfig, resume: bool = False,
+          init: Path | None = None) -> Path:
+    """Run (or continue) training; returns the path of the exported model."""
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    device = torch.device("cuda" if cfg.device == "auto" and torch.cuda.is_available() else
+                          ("cpu" if cfg.device == "auto" else cfg.device))
+    torch.manual_seed(cfg.seed)
+    rng = random.Random(cfg.seed)
+    images = load_folder(Path(cfg.data))
+    train_imgs, val_imgs = images[: -cfg.val_count or None], images[len(images) - cfg.val_count :]
+    val_imgs = [v[:, : 512, : 512] for v in val_imgs]  # a fixed 512x512 corner keeps it quick
+    ckpt_path = out / "checkpoint.pt"
+    step, elapsed = 0, 0.0
+    state = None
+    if resume and ckpt_path.exists():
+        state = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+        model_config = ModelConfig(**state["model_config"])
+    model = AutoEncoder(model_config).to(device)
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    if state is not None:
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["opt"])
+        step, elapsed = state["step"], state["elapsed"]
+        rng.setstate(state["rng"])
+        torch.set_rng_state(state["torch_rng"])
+        print(f"resumed from {ckpt_path} at step {step}")
+    elif init is not None:  # continue from a shipped model rather than start over
+        model.load_state_dict(AutoEncoder.load(init).state_dict())
+        step = cfg.warmup  # its codebooks are already trained
+        print(f"initialised from {init}")
+    model.train()
+    needs_init = init is None and step <= cfg.warmup
+    sections = model.bottleneck.sections
+    log = open(out / "log.jsonl", "a")
+    last_ckpt = time.time()
+    start = time.time() - elapsed
+    bar = tqdm(total=cfg.steps, initial=step, desc="train", dynamic_ncols=True)
+    while step < cfg.steps:
+        if needs_init and step == cfg.warmup:
+            needs_init = False
+            with torch.no_grad():
+                x = random_crops(train_imgs, 128, cfg.crop, rng).to(device)
+                lat = model.analysis(x).permute(0, 2, 3, 1).reshape(-1, model_config.latent).cpu()
+            model.bottleneck.init_codebooks(lat, seed=cfg.seed)
+            model.bottleneck.to(device)
+        lr = cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * step / cfg.steps)))
+        for group in opt.param_groups:
+            group["lr"] = lr
+        x = random_crops(train_imgs, cfg.batch_size, cfg.crop, rng).to(device)
+        if step < cfg.warmup:
+            x_hat, aux, metrics = model.synthesis(model.analysis(x)), torch.zeros((), device=device), {}
+        else:
+            n = torch.randint(1, sections + 1, (cfg.batch_size,), device=device)
+            full = torch.rand(cfg.batch_size, device=device) < cfg.full_rate_fraction
+            n = torch.where(full, torch.full_like(n, sections), n)
+            x_hat, bo = model(x, n)
+            aux, metrics = bo.loss, bo.metrics
+        mse = ((x_hat - x) ** 2).mean((1, 2, 3))
+        loss = -psnr(mse).mean() + aux
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        step += 1
+        bar.update(1)
+        if step % 50 == 0:
+            perp = [v for k, v in metrics.items() if k.startswith("perplexity/")]
+            rec = {"step": step, "loss": float(loss), "psnr": float(psnr(mse).mean()), "lr": lr,
+                   "time": time.time() - start,
+                   "perplexity": [round(p, 1) for p in perp]}
+            log.write(json.dumps(rec) + "\n")
+            log.flush()
+            bar.set_postfix(psnr=f"{rec['psnr']:.2f}", ppl=f"{min(perp, default=0):.0f}-{max(perp, default=0):.0f}")
+        if time.time() - last_ckpt > cfg.checkpoint_minutes * 60 or step == cfg.steps:
+            _save_checkpoint(ckpt_path, model, opt, step, rng, cfg, time.time() - start)
+            last_ckpt = time.time()
+            if step > cfg.warmup:
+                rows = validate(model, val_imgs, device)
+                tqdm.write(f"step {step} val: " + "  ".join(f"q{r['quality']} {r['bpp']:.3f}bpp {r['psnr']:.2f}dB" for r in rows))
+    bar.close()
+    return export(model, train_imgs, val_imgs, out, device, step, time.time() - start)
+
+
+def export(model: AutoEncoder, train_imgs: list[torch.Tensor], val_imgs: list[torch.Tensor],
+           out: Path, device: torch.device, step: int, seconds: float) -> Path:
+    """Fit the entropy tables on the training images and write ``<name>.safetensors``."""
+    model.eval()
+    model.fit_entropy(symbols_of(model, train_imgs, device))
+    model.to("cpu")
+    path = out / f"{model.config.name}.safetensors"
+    model.save(path)
+    rows = validate(model, val_imgs, torch.device("cpu"))
+    summary = {"steps": step, "seconds": round(seconds), "device": str(device), "validation": rows}
+    write_atomic(out / "summary.json", json.dumps(summary, indent=1).encode())
+    for r in rows:
+        print(f"q{r['quality']} ({r['stages']} stages): {r['bpp']:.3f} bpp  {r['psnr']:.2f} dB")
+    print(f"exported {path}")
+    return path
