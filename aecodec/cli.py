@@ -43,14 +43,14 @@ def _encode(args: argparse.Namespace) -> None:
 
 
 def _decode(args: argparse.Namespace) -> None:
-    from .codec import codec_for
+    from .codec import codec_for, load
     from .imageio import image_bytes, output_format, write_atomic
 
     src, dst = Path(args.input), Path(args.output)
     _check_output(src, dst, args.force)
     output_format(dst)
     data = _read_bytes(src)
-    img = codec_for(data).decompress(data)
+    img = (load(args.model) if args.model else codec_for(data)).decompress(data)
     write_atomic(dst, image_bytes(img, dst), overwrite=args.force)
 
 
@@ -75,6 +75,27 @@ def _models(args: argparse.Namespace) -> None:
               f"(default {c.default_quality}); stages per quality: {levels}")
 
 
+def _demo(args: argparse.Namespace) -> None:
+    from .codec import SAMPLE, load
+    from .imageio import image_bytes, open_image, write_atomic
+    from .metrics import bpp, psnr
+
+    codec = load(args.model)
+    image = open_image(SAMPLE)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    print(f"{SAMPLE.name}: {image.width}x{image.height}, model {codec.name}")
+    print("quality  stages    bytes     bpp   PSNR (dB)")
+    for q in range(1, len(codec.qualities) + 1):
+        data = codec.compress(image, q)
+        decoded = codec.decompress(data)
+        print(f"{q:7d}  {codec.qualities[q - 1]:6d}  {len(data):7d}  {bpp(len(data), image):6.3f}  {psnr(image, decoded):9.2f}")
+        if q == codec.default_quality:
+            write_atomic(out / "sample.aec", data)
+            write_atomic(out / "sample-decoded.png", image_bytes(decoded, out / "sample-decoded.png"))
+    print(f"wrote {out / 'sample.aec'} and {out / 'sample-decoded.png'} (quality {codec.default_quality})")
+
+
 def _train(args: argparse.Namespace) -> None:
     from .model import ModelConfig
     from .train import TrainConfig, train
@@ -83,8 +104,11 @@ def _train(args: argparse.Namespace) -> None:
                       crop=args.crop, lr=args.lr, warmup=args.warmup, seed=args.seed,
                       device=args.device, threads=args.threads,
                       checkpoint_minutes=args.checkpoint_minutes, val_count=args.val_count)
+    qualities = [int(q) for q in args.qualities.split(",")] if args.qualities else \
+        ModelConfig().qualities
     mcfg = ModelConfig(name=args.name, channels=args.channels, latent=args.latent,
-                       bottleneck_args={"stages": args.stages, "codebook_size": args.codebook_size})
+                       bottleneck_args={"stages": args.stages, "codebook_size": args.codebook_size},
+                       qualities=qualities, default_quality=min(args.default_quality, len(qualities)))
     train(cfg, mcfg, resume=args.resume, init=args.init)
 
 
@@ -101,11 +125,16 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("decode", help="decompress .aec to an image (format from the extension)")
     p.add_argument("input")
     p.add_argument("output")
+    p.add_argument("--model", default=None, help="model to decode with (default: the one the file names)")
     p.add_argument("--force", action="store_true", help="overwrite an existing output")
     p.set_defaults(func=_decode)
     p = sub.add_parser("info", help="describe a .aec file")
     p.add_argument("input")
     p.set_defaults(func=_info)
+    p = sub.add_parser("demo", help="compress the bundled sample image at every quality")
+    p.add_argument("--model", default="rvq")
+    p.add_argument("--out", default="aecodec-demo", help="folder for the demo's .aec and decoded .png")
+    p.set_defaults(func=_demo)
     p = sub.add_parser("models", help="list the shipped models and their quality levels")
     p.set_defaults(func=_models)
     p = sub.add_parser("train", help="train a model on a folder of images")
@@ -121,6 +150,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--latent", type=int, default=96)
     p.add_argument("--stages", type=int, default=32)
     p.add_argument("--codebook-size", type=int, default=256)
+    p.add_argument("--qualities", default=None, help="stages used by quality 1, 2, ... (comma list)")
+    p.add_argument("--default-quality", type=int, default=4)
     p.add_argument("--val-count", type=int, default=4)
     p.add_argument("--checkpoint-minutes", type=float, default=5.0)
     p.add_argument("--seed", type=int, default=0)

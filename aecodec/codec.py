@@ -22,6 +22,8 @@ from .model import AutoEncoder
 from .transforms import STRIDE
 
 WEIGHTS = Path(__file__).parent / "weights"
+SAMPLE = Path(__file__).parent / "data" / "sample.png"
+"""A 384x256 crop of Kodak image 23, released by Kodak for unrestricted use."""
 DEFAULT_MODEL = "rvq"
 
 

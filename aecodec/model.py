@@ -31,6 +31,14 @@ class ModelConfig:
     default_quality: int = 4
     context_groups: int = 16
 
+    def __post_init__(self) -> None:
+        stages = self.bottleneck_args.get("stages", max(self.qualities))
+        if not self.qualities or sorted(set(self.qualities)) != list(self.qualities) or \
+                self.qualities[0] < 1 or self.qualities[-1] > stages:
+            raise ModelError(f"quality levels {self.qualities} must increase within 1..{stages} stages")
+        if not 1 <= self.default_quality <= len(self.qualities):
+            raise ModelError(f"default quality {self.default_quality} is not a quality level")
+
 
 class AutoEncoder(nn.Module):
     def __init__(self, config: ModelConfig) -> None:

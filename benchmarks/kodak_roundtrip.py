@@ -1,0 +1,108 @@
+"""Round-trip every image of a folder through ``aecodec encode`` / ``aecodec decode`` at every
+quality level, check size and mode, and tabulate average bpp and PSNR against Pillow JPEG.
+
+    python -m benchmarks.kodak_roundtrip --dataset ../shared/data/kodak [--model rvq]
+
+bpp counts the whole .aec file (header included); PSNR is on 8-bit RGB, averaged per image
+(as CompressAI reports it). JPEG is Pillow's 4:2:0 at quality 5, 10, ..., 95; its PSNR at our
+bpp is interpolated linearly in log(bpp). Writes benchmarks/results/kodak_roundtrip.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import sys
+import tempfile
+import time
+from contextlib import redirect_stdout
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+import aecodec
+from aecodec.cli import main as cli
+from aecodec.metrics import bpp, psnr
+
+
+def jpeg_curve(images: list[Image.Image]) -> list[tuple[float, float]]:
+    """(average bpp, average PSNR) of Pillow JPEG 4:2:0 at quality 5..95."""
+    curve = []
+    for q in range(5, 100, 5):
+        rates, scores = [], []
+        for img in images:
+            buf = io.BytesIO()
+            img.save(buf, format="JPEG", quality=q, subsampling="4:2:0")
+            rates.append(bpp(buf.tell(), img))
+            scores.append(psnr(img, Image.open(io.BytesIO(buf.getvalue()))))
+        curve.append((float(np.mean(rates)), float(np.mean(scores))))
+    return curve
+
+
+def interpolate(curve: list[tuple[float, float]], rate: float) -> float | None:
+    """PSNR of a curve at ``rate`` (linear in log bpp); None outside its range."""
+    rates, scores = np.log([c[0] for c in curve]), [c[1] for c in curve]
+    if not rates[0] <= np.log(rate) <= rates[-1]:
+        return None
+    return float(np.interp(np.log(rate), rates, scores))
+
+
+def run(dataset: Path, model: str) -> dict:
+    files = sorted(dataset.glob("*.png"))
+    codec = aecodec.load(model)
+    images = [Image.open(f).convert("RGB") for f in files]
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for q in range(1, len(codec.qualities) + 1):
+            rates, scores, seconds = [], [], 0.0
+            for f, img in zip(files, images):
+                aec, png = Path(tmp) / f"{f.stem}.aec", Path(tmp) / f"{f.stem}.png"
+                t = time.perf_counter()
+                with redirect_stdout(io.StringIO()):
+                    if cli(["encode", str(f), str(aec), "--model", model, "--quality", str(q), "--force"]) or \
+                            cli(["decode", str(aec), str(png), "--model", model, "--force"]):
+                        raise SystemExit(f"round trip failed on {f} at quality {q}")
+                seconds += time.perf_counter() - t
+                with Image.open(png) as out:
+                    if out.size != img.size or out.mode != img.mode:
+                        raise SystemExit(f"{f}: got {out.size} {out.mode}, expected {img.size} {img.mode}")
+                    scores.append(psnr(img, out))
+                rates.append(bpp(aec.stat().st_size, img))
+            rows.append({"quality": q, "stages": codec.qualities[q - 1], "bpp": float(np.mean(rates)),
+                         "psnr": float(np.mean(scores)), "seconds_per_image": seconds / len(files)})
+            print(f"q{q}: {rows[-1]['bpp']:.3f} bpp {rows[-1]['psnr']:.2f} dB", file=sys.stderr)
+    jpeg = jpeg_curve(images)
+    for r in rows:
+        ref = interpolate(jpeg, r["bpp"])
+        r["jpeg_psnr"] = ref
+        r["margin_db"] = None if ref is None else r["psnr"] - ref
+    return {"model": model, "fingerprint": codec.fingerprint.hex(), "images": len(files),
+            "rows": rows, "jpeg": [{"bpp": b, "psnr": p} for b, p in jpeg]}
+
+
+def markdown(result: dict) -> str:
+    lines = ["| quality | stages | bpp | PSNR (dB) | JPEG 4:2:0 at same bpp | margin (dB) |",
+             "|---|---|---|---|---|---|"]
+    for r in result["rows"]:
+        ref = "out of JPEG's range" if r["jpeg_psnr"] is None else f"{r['jpeg_psnr']:.2f}"
+        margin = "" if r["margin_db"] is None else f"{r['margin_db']:+.2f}"
+        lines.append(f"| {r['quality']} | {r['stages']} | {r['bpp']:.3f} | {r['psnr']:.2f} | {ref} | {margin} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--dataset", type=Path, required=True)
+    parser.add_argument("--model", default="rvq")
+    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "kodak_roundtrip.json")
+    args = parser.parse_args()
+    result = run(args.dataset, args.model)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=1))
+    print(markdown(result))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,55 @@
+"""Shared fixtures: a tiny model built in seconds (so the codec machinery is tested without the
+shipped weights) and small generated images (tests never read ../shared)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from aecodec.codec import Codec
+from aecodec.model import AutoEncoder, ModelConfig
+from aecodec.train import symbols_of
+
+
+def smooth_image(width: int, height: int, seed: int = 0, mode: str = "RGB") -> Image.Image:
+    """A photo-like test image: smooth gradients plus a little noise."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:height, 0:width].astype(np.float64)
+    chans = [128 + 100 * np.sin(xx / (7 + 5 * c) + yy / (11 + 3 * c) + rng.uniform(0, 6)) for c in range(4)]
+    arr = np.stack(chans, -1) + rng.normal(0, 4, (height, width, 4))
+    img = Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8), "RGBA")
+    return img if mode == "RGBA" else img.convert(mode)
+
+
+def build_tiny_model(seed: int = 0) -> AutoEncoder:
+    torch.manual_seed(seed)
+    config = ModelConfig(name="tiny", channels=8, latent=8,
+                         bottleneck_args={"stages": 4, "codebook_size": 16},
+                         qualities=[1, 2, 3, 4], default_quality=2, context_groups=4)
+    model = AutoEncoder(config).eval()
+    images = [(torch.from_numpy(np.array(smooth_image(64, 48, s))[:, :, :3]).permute(2, 0, 1))
+              for s in range(4)]
+    with torch.no_grad():
+        latents = torch.cat([model.analysis(i[None].float() / 255) for i in images])
+    model.bottleneck.init_codebooks(latents.permute(0, 2, 3, 1).reshape(-1, 8), iters=5)
+    model.fit_entropy(symbols_of(model, images, torch.device("cpu")))
+    return AutoEncoder.from_bytes(model.to_bytes())  # as a user would load it
+
+
+@pytest.fixture(scope="session")
+def tiny_model() -> AutoEncoder:
+    return build_tiny_model()
+
+
+@pytest.fixture(scope="session")
+def tiny(tiny_model: AutoEncoder) -> Codec:
+    return Codec(tiny_model)
+
+
+@pytest.fixture(scope="session")
+def tiny_path(tmp_path_factory, tiny_model: AutoEncoder):
+    path = tmp_path_factory.mktemp("model") / "tiny.safetensors"
+    tiny_model.save(path)
+    return path

@@ -1,0 +1,109 @@
+"""Round trips through the API: sizes, modes, determinism across threads and batches."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from aecodec.imageio import ConversionNote
+
+from .conftest import smooth_image
+
+
+@pytest.mark.parametrize("size", [(1, 1), (7, 13), (1000, 3), (3, 1000), (33, 17)])
+@pytest.mark.parametrize("mode", ["L", "LA", "RGB", "RGBA"])
+def test_round_trip_keeps_size_and_mode(tiny, size, mode):
+    img = smooth_image(*size, mode=mode)
+    out = tiny.decompress(tiny.compress(img))
+    assert out.size == img.size
+    assert out.mode == mode
+    if mode in ("LA", "RGBA"):  # alpha is stored losslessly
+        assert np.array_equal(np.array(out)[..., -1], np.array(img)[..., -1])
+
+
+def test_round_trip_is_lossy_but_close(tiny):
+    img = smooth_image(64, 48)
+    out = np.array(tiny.decompress(tiny.compress(img, quality=4)), dtype=np.float64)
+    err = np.abs(out - np.array(img, dtype=np.float64)).mean()
+    assert 0 < err < 128  # an untrained tiny model: close in range, not in detail
+
+
+def test_palette_image_comes_back_as_rgb_with_a_note(tiny):
+    img = smooth_image(20, 10).quantize(16)
+    assert img.mode == "P"
+    with pytest.warns(ConversionNote, match="P image converted to RGB"):
+        data = tiny.compress(img)
+    assert tiny.decompress(data).mode == "RGB"
+
+
+def test_palette_with_transparency_keeps_alpha(tiny):
+    img = smooth_image(20, 10).quantize(16)
+    img.info["transparency"] = 0
+    with pytest.warns(ConversionNote, match="RGBA"):
+        data = tiny.compress(img)
+    assert tiny.decompress(data).mode == "RGBA"
+
+
+def test_16_bit_grayscale_is_scaled_not_clipped(tiny):
+    arr = (np.linspace(0, 65535, 40 * 30).reshape(30, 40)).astype(np.uint16)
+    img = Image.fromarray(arr)
+    assert img.mode.startswith("I")
+    with pytest.warns(ConversionNote, match="8-bit grayscale"):
+        out = tiny.decompress(tiny.compress(img))
+    assert out.mode == "L" and out.size == (40, 30)
+
+
+def test_exif_orientation_is_applied(tiny, tmp_path):
+    from aecodec.imageio import open_image
+
+    img = smooth_image(30, 10)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise on display
+    img.save(tmp_path / "rot.jpg", exif=exif)
+    assert open_image(tmp_path / "rot.jpg").size == (10, 30)
+
+
+def test_same_image_gives_identical_bytes(tiny):
+    img = smooth_image(70, 50)
+    assert tiny.compress(img, 3) == tiny.compress(img, 3)
+
+
+def test_decode_is_identical_with_one_and_two_threads(tiny):
+    data = tiny.compress(smooth_image(96, 80), 4)
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = np.array(tiny.decompress(data))
+        torch.set_num_threads(2)
+        two = np.array(tiny.decompress(data))
+    finally:
+        torch.set_num_threads(before)
+    assert np.array_equal(one, two)
+
+
+def test_decode_inside_a_batch_is_identical(tiny):
+    images = [smooth_image(64, 48, seed=s) for s in range(5)] + [smooth_image(17, 9)]
+    blobs = tiny.compress_batch(images, quality=3)
+    alone = [np.array(tiny.decompress(b)) for b in blobs]
+    batched = [np.array(i) for i in tiny.decompress_batch(blobs)]
+    assert all(np.array_equal(a, b) for a, b in zip(alone, batched))
+
+
+def test_compress_batch_matches_single_compression(tiny):
+    images = [smooth_image(64, 48, seed=s) for s in range(3)]
+    assert tiny.compress_batch(images, 2) == [tiny.compress(i, 2) for i in images]
+
+
+def test_higher_quality_costs_more_bytes(tiny):
+    img = smooth_image(128, 96)
+    sizes = [len(tiny.compress(img, q)) for q in range(1, len(tiny.qualities) + 1)]
+    assert sizes == sorted(sizes) and sizes[0] < sizes[-1]
+
+
+def test_unknown_quality_is_a_usage_error(tiny):
+    from aecodec import UsageError
+
+    with pytest.raises(UsageError, match="quality 9"):
+        tiny.compress(smooth_image(8, 8), 9)
