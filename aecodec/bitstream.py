@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 import struct
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from .errors import FormatError
 from .imageio import MAX_PIXELS, MODES
@@ -105,6 +105,16 @@ def read(data: bytes) -> AecFile:
     header = Header(model.decode("ascii"), fingerprint, width, height, MODES[mode], n_sec)
     alpha = chunks.pop() if flags & FLAG_ALPHA else None
     return AecFile(header, chunks, alpha)
+
+
+def truncate(data: bytes, sections: int) -> bytes:
+    """The file with only its first ``sections`` stages: exactly what the encoder writes at that
+    stage count, because stage s never depends on later stages."""
+    f = read(data)
+    if not 1 <= sections <= f.header.sections:
+        raise FormatError(f"cannot keep {sections} of the file's {f.header.sections} stages")
+    header = replace(f.header, sections=sections)
+    return write(AecFile(header, f.sections[:sections], f.alpha))
 
 
 def pack_alpha(plane) -> bytes:

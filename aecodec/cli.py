@@ -7,18 +7,12 @@ import sys
 import warnings
 from pathlib import Path
 
-from .errors import AecError, FormatError, UsageError
+from .errors import AecError, FormatError, UsageError, reading
 
 
 def _read_bytes(path: Path) -> bytes:
-    try:
+    with reading(path, FormatError):
         return path.read_bytes()
-    except FileNotFoundError:
-        raise FormatError(f"{path}: no such file") from None
-    except IsADirectoryError:
-        raise FormatError(f"{path}: is a directory") from None
-    except PermissionError:
-        raise FormatError(f"{path}: permission denied") from None
 
 
 def _check_output(src: Path, dst: Path, force: bool) -> None:
@@ -50,8 +44,22 @@ def _decode(args: argparse.Namespace) -> None:
     _check_output(src, dst, args.force)
     output_format(dst)
     data = _read_bytes(src)
-    img = (load(args.model) if args.model else codec_for(data)).decompress(data)
+    img = (load(args.model) if args.model else codec_for(data)).decompress(data, stages=args.preview)
     write_atomic(dst, image_bytes(img, dst), overwrite=args.force)
+
+
+def _truncate(args: argparse.Namespace) -> None:
+    from .codec import codec_for, load
+    from .imageio import write_atomic
+
+    src, dst = Path(args.input), Path(args.output)
+    _check_output(src, dst, args.force)
+    data = _read_bytes(src)
+    codec = load(args.model) if args.model else codec_for(data)
+    out = codec.truncate(data, args.quality)
+    write_atomic(dst, out, overwrite=args.force)
+    i = codec.info(out)
+    print(f"{dst}: quality {i.quality}, {i.bytes} bytes ({len(data)} before), {i.bpp:.3f} bpp")
 
 
 def _info(args: argparse.Namespace) -> None:
@@ -126,8 +134,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("input")
     p.add_argument("output")
     p.add_argument("--model", default=None, help="model to decode with (default: the one the file names)")
+    p.add_argument("--preview", type=int, nargs="?", const=1, default=None, metavar="STAGES",
+                   help="decode only the first STAGES stages (default 1): a fast, coarse preview")
     p.add_argument("--force", action="store_true", help="overwrite an existing output")
     p.set_defaults(func=_decode)
+    p = sub.add_parser("truncate", help="drop the finest stages of a .aec file, without re-encoding")
+    p.add_argument("input")
+    p.add_argument("output")
+    p.add_argument("--quality", "-q", type=int, required=True, help="the lower quality level to keep")
+    p.add_argument("--model", default=None, help="model whose quality table to use (default: the file's)")
+    p.add_argument("--force", action="store_true", help="overwrite an existing output")
+    p.set_defaults(func=_truncate)
     p = sub.add_parser("info", help="describe a .aec file")
     p.add_argument("input")
     p.set_defaults(func=_info)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import functools
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -108,13 +108,19 @@ class Codec:
         return bitstream.write(bitstream.AecFile(header, self.model.entropy.encode(symbols), alpha))
 
     # -- decompression ------------------------------------------------------------------
-    def decompress(self, data: bytes) -> Image.Image:
-        """The image of a .aec file, in the mode and size it was encoded with."""
-        return self.decompress_batch([data])[0]
+    def decompress(self, data: bytes, stages: int | None = None) -> Image.Image:
+        """The image of a .aec file, in the mode and size it was encoded with; ``stages``
+        decodes only that many of the file's first stages (a quick preview)."""
+        return self.decompress_batch([data], stages=stages)[0]
 
     @torch.inference_mode()
-    def decompress_batch(self, blobs: Sequence[bytes], batch_size: int = 8) -> list[Image.Image]:
+    def decompress_batch(self, blobs: Sequence[bytes], batch_size: int = 8,
+                         stages: int | None = None) -> list[Image.Image]:
         files = [self._check(bitstream.read(b)) for b in blobs]
+        if stages is not None:
+            if stages < 1:
+                raise UsageError(f"cannot decode {stages} stages")
+            files = [_first_stages(f, stages) for f in files]
         symbols = [self._symbols(f) for f in files]
         out: list[Image.Image | None] = [None] * len(files)
         key = lambda f: (_padded((f.header.height, f.header.width)), f.header.sections)  # noqa: E731
@@ -150,6 +156,19 @@ class Codec:
 
     def info(self, data: bytes) -> Info:
         return info(data, self)
+
+    def truncate(self, data: bytes, quality: int) -> bytes:
+        """Cut a file down to ``quality`` without re-encoding; byte-identical to compressing
+        the image at that quality."""
+        have, want = self._check(bitstream.read(data)).header.sections, self.stages_for(quality)
+        if want > have:
+            raise UsageError(f"quality {quality} needs {want} stages; the file has only {have}")
+        return bitstream.truncate(data, want)
+
+
+def _first_stages(f: bitstream.AecFile, stages: int) -> bitstream.AecFile:
+    n = min(stages, f.header.sections)
+    return replace(f, header=replace(f.header, sections=n), sections=f.sections[:n])
 
 
 def _padded(size: Iterable[int]) -> tuple[int, int]:

@@ -6,6 +6,10 @@ corrupt file from a missing one without parsing messages.
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
 
 class AecError(Exception):
     """Base class; the message is one line a user can act on."""
@@ -41,3 +45,18 @@ class OutputError(AecError):
     """An output cannot be written (permission denied, disk full, missing folder)."""
 
     exit_code = 6
+
+
+@contextmanager
+def reading(path: Path, error: type[AecError]) -> Iterator[None]:
+    """Turn the OS's ways of failing to read ``path`` into one-line ``error``s."""
+    try:
+        yield
+    except FileNotFoundError:
+        raise error(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise error(f"{path}: is a directory") from None
+    except PermissionError:
+        raise error(f"{path}: permission denied") from None
+    except OSError as exc:
+        raise error(f"{path}: cannot read ({exc.strerror or exc})") from None

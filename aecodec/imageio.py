@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from .errors import ImageError, OutputError, UsageError
+from .errors import ImageError, OutputError, UsageError, reading
 
 MAX_PIXELS = 1 << 26
 """Largest image (width * height) the codec reads or decodes, ~67 MP; raise it knowingly."""
@@ -48,21 +48,16 @@ def check_size(width: int, height: int, what: str) -> None:
 
 def open_image(path: Path) -> Image.Image:
     """Read an image file fully, with EXIF orientation applied; ImageError on any failure."""
-    try:
-        with Image.open(path) as img:
-            check_size(*img.size, str(path))
-            img.load()
-            return ImageOps.exif_transpose(img)
-    except (UnidentifiedImageError, Image.DecompressionBombError) as exc:
-        raise ImageError(f"{path}: not a readable image ({exc.__class__.__name__})") from None
-    except FileNotFoundError:
-        raise ImageError(f"{path}: no such file") from None
-    except IsADirectoryError:
-        raise ImageError(f"{path}: is a directory") from None
-    except PermissionError:
-        raise ImageError(f"{path}: permission denied") from None
-    except (OSError, SyntaxError, ValueError) as exc:
-        raise ImageError(f"{path}: cannot read image ({exc})") from None
+    with reading(path, ImageError):
+        try:
+            with Image.open(path) as img:
+                check_size(*img.size, str(path))
+                img.load()
+                return ImageOps.exif_transpose(img)
+        except (UnidentifiedImageError, Image.DecompressionBombError) as exc:
+            raise ImageError(f"{path}: not a readable image ({exc.__class__.__name__})") from None
+        except (SyntaxError, ValueError, EOFError) as exc:
+            raise ImageError(f"{path}: cannot read image ({exc})") from None
 
 
 def _to_native(img: Image.Image) -> Image.Image:

@@ -123,3 +123,15 @@ def test_console_script_prints_no_traceback(tmp_path):
                           capture_output=True, text=True)
     assert proc.returncode == 4
     assert proc.stderr.startswith("aecodec: error:") and "Traceback" not in proc.stderr
+
+
+def test_truncate_and_preview(capsys, tmp_path, png, tiny_path):
+    full, low, direct = tmp_path / "full.aec", tmp_path / "low.aec", tmp_path / "direct.aec"
+    run(capsys, "encode", png, full, "--model", tiny_path, "--quality", "4")
+    run(capsys, "encode", png, direct, "--model", tiny_path, "--quality", "2")
+    code, out, _ = run(capsys, "truncate", full, low, "--quality", "2", "--model", tiny_path)
+    assert code == 0 and low.read_bytes() == direct.read_bytes()
+    code, _, err = run(capsys, "truncate", low, tmp_path / "up.aec", "--quality", "4", "--model", tiny_path)
+    assert code == 2 and "only 2" in err and not (tmp_path / "up.aec").exists()
+    code, _, _ = run(capsys, "decode", full, tmp_path / "p.png", "--preview", "--model", tiny_path)
+    assert code == 0 and (tmp_path / "p.png").exists()

@@ -107,3 +107,17 @@ def test_unknown_quality_is_a_usage_error(tiny):
 
     with pytest.raises(UsageError, match="quality 9"):
         tiny.compress(smooth_image(8, 8), 9)
+
+
+def test_truncate_is_byte_identical_to_encoding_at_lower_quality(tiny):
+    img = smooth_image(80, 48, mode="RGBA")
+    top = tiny.compress(img, len(tiny.qualities))
+    for q in range(1, len(tiny.qualities) + 1):
+        assert tiny.truncate(top, q) == tiny.compress(img, q)
+
+
+def test_preview_decodes_the_first_stages(tiny):
+    img = smooth_image(64, 32)
+    top = tiny.compress(img, 4)
+    low = tiny.compress(img, 1)
+    assert np.array_equal(np.array(tiny.decompress(top, stages=tiny.qualities[0])), np.array(tiny.decompress(low)))
