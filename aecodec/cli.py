@@ -23,6 +23,13 @@ def _check_output(src: Path, dst: Path, force: bool) -> None:
         raise UsageError(f"{dst}: exists (use --force to overwrite)")
 
 
+def _file_codec(model: str | None, data: bytes):
+    """The codec named by --model, else the shipped model the file's header names."""
+    from .codec import codec_for, load
+
+    return load(model) if model else codec_for(data)
+
+
 def _encode(args: argparse.Namespace) -> None:
     from .codec import load
     from .imageio import open_image, write_atomic
@@ -37,25 +44,23 @@ def _encode(args: argparse.Namespace) -> None:
 
 
 def _decode(args: argparse.Namespace) -> None:
-    from .codec import codec_for, load
     from .imageio import image_bytes, output_format, write_atomic
 
     src, dst = Path(args.input), Path(args.output)
     _check_output(src, dst, args.force)
     output_format(dst)
     data = _read_bytes(src)
-    img = (load(args.model) if args.model else codec_for(data)).decompress(data, stages=args.preview)
+    img = _file_codec(args.model, data).decompress(data, stages=args.preview)
     write_atomic(dst, image_bytes(img, dst), overwrite=args.force)
 
 
 def _truncate(args: argparse.Namespace) -> None:
-    from .codec import codec_for, load
     from .imageio import write_atomic
 
     src, dst = Path(args.input), Path(args.output)
     _check_output(src, dst, args.force)
     data = _read_bytes(src)
-    codec = load(args.model) if args.model else codec_for(data)
+    codec = _file_codec(args.model, data)
     out = codec.truncate(data, args.quality)
     write_atomic(dst, out, overwrite=args.force)
     i = codec.info(out)
@@ -78,8 +83,8 @@ def _models(args: argparse.Namespace) -> None:
 
     for name in available_models():
         c = load(name)
-        levels = ", ".join(f"q{q}={s}" for q, s in enumerate(c.qualities, 1))
-        print(f"{name}: bottleneck {c.model.config.bottleneck}, quality 1-{len(c.qualities)} "
+        levels = ", ".join(f"q{q}={s}" for q, s in enumerate(c.stages_per_quality, 1))
+        print(f"{name}: bottleneck {c.model.config.bottleneck}, quality 1-{len(c.stages_per_quality)} "
               f"(default {c.default_quality}); stages per quality: {levels}")
 
 
@@ -94,10 +99,10 @@ def _demo(args: argparse.Namespace) -> None:
     out.mkdir(parents=True, exist_ok=True)
     print(f"{SAMPLE.name}: {image.width}x{image.height}, model {codec.name}")
     print("quality  stages    bytes     bpp   PSNR (dB)")
-    for q in range(1, len(codec.qualities) + 1):
+    for q in codec.quality_levels:
         data = codec.compress(image, q)
         decoded = codec.decompress(data)
-        print(f"{q:7d}  {codec.qualities[q - 1]:6d}  {len(data):7d}  {bpp(len(data), image):6.3f}  {psnr(image, decoded):9.2f}")
+        print(f"{q:7d}  {codec.stages_per_quality[q - 1]:6d}  {len(data):7d}  {bpp(len(data), image):6.3f}  {psnr(image, decoded):9.2f}")
         if q == codec.default_quality:
             write_atomic(out / "sample.aec", data)
             write_atomic(out / "sample-decoded.png", image_bytes(decoded, out / "sample-decoded.png"))

@@ -73,14 +73,19 @@ class Codec:
         self.model = model.eval()
         self.name: str = model.config.name
         self.fingerprint: bytes = model.fingerprint
-        self.qualities: list[int] = list(model.config.qualities)
+        self.stages_per_quality: list[int] = list(model.config.qualities)
         self.default_quality: int = model.config.default_quality
+
+    @property
+    def quality_levels(self) -> range:
+        """The valid ``quality`` arguments, 1 (smallest files) upwards."""
+        return range(1, len(self.stages_per_quality) + 1)
 
     def stages_for(self, quality: int | None) -> int:
         q = self.default_quality if quality is None else quality
-        if not 1 <= q <= len(self.qualities):
-            raise UsageError(f"quality {q} is out of range for model {self.name} (1 to {len(self.qualities)})")
-        return self.qualities[q - 1]
+        if q not in self.quality_levels:
+            raise UsageError(f"quality {q} is out of range for model {self.name} (1 to {self.quality_levels[-1]})")
+        return self.stages_per_quality[q - 1]
 
     # -- compression --------------------------------------------------------------------
     def compress(self, image: Image.Image, quality: int | None = None) -> bytes:
@@ -192,8 +197,8 @@ def info(data: bytes, codec: Codec | None = None) -> Info:
     quality = None
     try:
         c = codec or load(h.model)
-        if h.sections in c.qualities:
-            quality = c.qualities.index(h.sections) + 1
+        if h.sections in c.stages_per_quality:
+            quality = c.stages_per_quality.index(h.sections) + 1
     except ModelError:
         pass
     return Info(h.model, h.fingerprint.hex(), h.width, h.height, h.mode, h.sections, quality, len(data))

@@ -9,31 +9,31 @@ that range would compare a codec against a guess, so a pair that does not overla
 from __future__ import annotations
 
 import math
-from typing import Sequence
 
 import numpy as np
 from numpy.polynomial import Polynomial
+from numpy.typing import ArrayLike
 
 DEGREE = 3
 """Bjontegaard's cubic; curves with fewer than four points get the highest degree they support."""
 
 
-def bd_rate(rate_anchor: Sequence[float], quality_anchor: Sequence[float],
-            rate_test: Sequence[float], quality_test: Sequence[float]) -> float:
+def bd_rate(rate_anchor: ArrayLike, quality_anchor: ArrayLike,
+            rate_test: ArrayLike, quality_test: ArrayLike) -> float:
     """Average rate change of ``test`` against ``anchor`` at equal quality, as a fraction
     (-0.2 = test needs 20 % fewer bits); NaN if the quality ranges do not overlap."""
     gap = _mean_gap(quality_anchor, np.log(rate_anchor), quality_test, np.log(rate_test))
     return math.expm1(gap)
 
 
-def bd_quality(rate_anchor: Sequence[float], quality_anchor: Sequence[float],
-               rate_test: Sequence[float], quality_test: Sequence[float]) -> float:
+def bd_quality(rate_anchor: ArrayLike, quality_anchor: ArrayLike,
+               rate_test: ArrayLike, quality_test: ArrayLike) -> float:
     """Average quality change (e.g. BD-PSNR in dB) of ``test`` against ``anchor`` at equal
     rate; NaN if the rate ranges do not overlap."""
     return _mean_gap(np.log(rate_anchor), quality_anchor, np.log(rate_test), quality_test)
 
 
-def value_at(rate: Sequence[float], values: Sequence[float], target: float) -> float:
+def value_at(rate: ArrayLike, values: ArrayLike, target: float) -> float:
     """``values`` interpolated at ``target`` rate, linearly in log-rate (the scale on which RD
     curves are near straight); NaN outside the measured rates rather than an extrapolation."""
     r = np.asarray(rate, dtype=np.float64)
@@ -43,7 +43,7 @@ def value_at(rate: Sequence[float], values: Sequence[float], target: float) -> f
     return float(np.interp(math.log(target), np.log(r[order]), np.asarray(values, np.float64)[order]))
 
 
-def _mean_gap(x_a: Sequence[float], y_a: Sequence[float], x_b: Sequence[float], y_b: Sequence[float]) -> float:
+def _mean_gap(x_a: ArrayLike, y_a: ArrayLike, x_b: ArrayLike, y_b: ArrayLike) -> float:
     """Mean of fit_b(x) - fit_a(x) over the x range both curves cover."""
     x_a, y_a, x_b, y_b = (np.asarray(v, dtype=np.float64) for v in (x_a, y_a, x_b, y_b))
     if len(x_a) < 2 or len(x_b) < 2:

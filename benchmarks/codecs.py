@@ -15,12 +15,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from PIL import AvifImagePlugin, Image, features
+from PIL import Image, features
 
+try:  # AVIF is built into Pillow since 11.3
+    from PIL import AvifImagePlugin
+except ImportError:
+    AvifImagePlugin = None  # type: ignore[assignment]
 try:  # registers the "JXL" format with Pillow
     from pillow_jxl import JpegXLImagePlugin
 except ImportError:  # JPEG XL is optional: the benchmark skips it with a warning
-    JpegXLImagePlugin = None
+    JpegXLImagePlugin = None  # type: ignore[assignment]
 
 Params = dict[str, Any]
 
@@ -95,7 +99,7 @@ class AecodecCodec:
         return {"name": self.name, "version": self._version, "fingerprint": self.codec.fingerprint.hex()}
 
     def points(self) -> list[Params]:
-        return [{"quality": q} for q in range(1, len(self.codec.qualities) + 1)]
+        return [{"quality": q} for q in self.codec.quality_levels]
 
     fine_points = points
 
@@ -132,7 +136,7 @@ def classical_codecs() -> list[PillowCodec]:
                                   (0, 10, 15, 20, 30, 40, 50, 60, 70, 80, 90, 95), {"method": 6}))
     else:
         warnings.warn("Pillow has no WebP support: WebP skipped", stacklevel=2)
-    if features.check("avif"):
+    if AvifImagePlugin is not None and features.check("avif"):
         # 4:4:4, avifenc's default: ~4 % fewer bits than Pillow's default 4:2:0 at equal RGB PSNR.
         codecs.append(PillowCodec("AVIF", "AVIF", f"libavif {features.version('avif')} ({_avif_codecs()})",
                                   "quality", (0, 10, 20, 30, 40, 50, 60, 70, 80, 90),
@@ -141,8 +145,8 @@ def classical_codecs() -> list[PillowCodec]:
         warnings.warn("Pillow has no AVIF support (Pillow >= 11.3 builds it in): AVIF skipped", stacklevel=2)
     if JpegXLImagePlugin is not None:
         # The plugin maps quality to libjxl's butteraugli distance as cjxl does (90 -> 1.0).
-        codecs.append(PillowCodec("JPEG XL", "JXL", f"pillow-jxl-plugin {importlib.metadata.version('pillow-jxl-plugin')}",
-                                  "quality", (0, 10, 20, 30, 40, 50, 60, 70, 80, 90, 95),
+        plugin = f"pillow-jxl-plugin {importlib.metadata.version('pillow-jxl-plugin')}"
+        codecs.append(PillowCodec("JPEG XL", "JXL", plugin, "quality", (0, 10, 20, 30, 40, 50, 60, 70, 80, 90, 95),
                                   {"effort": 7, "num_threads": 1}))
     else:
         warnings.warn("pillow-jxl-plugin is not installed: JPEG XL skipped", stacklevel=2)
@@ -152,7 +156,8 @@ def classical_codecs() -> list[PillowCodec]:
 def single_threaded_decoders() -> None:
     """Decode AVIF and JPEG XL on one thread, like the other codecs, so that the timings of
     parallel workers compare codecs rather than how many idle cores each grabs."""
-    AvifImagePlugin.DEFAULT_MAX_THREADS = 1
+    if AvifImagePlugin is not None:
+        AvifImagePlugin.DEFAULT_MAX_THREADS = 1
     if JpegXLImagePlugin is not None:
         JpegXLImagePlugin.DECODE_THREADS = 0
 

@@ -58,7 +58,6 @@ def average_curves(records: Iterable[Record], images: int) -> list[Curve]:
         mean = {p: {f: float(np.mean([getattr(r, f) for r in rs]))
                     for f in ("bpp", "psnr", "msssim", "encode_s", "decode_s")} for p, rs in complete.items()}
         order = sorted(mean, key=lambda p: mean[p]["bpp"])
-        column = lambda f: np.array([mean[p][f] for p in order])  # noqa: E731
-        curves.append(Curve(codec, order, images, column("bpp"), column("psnr"), column("msssim"),
-                            column("encode_s"), column("decode_s")))
+        columns = {f: np.array([mean[p][f] for p in order]) for f in next(iter(mean.values()))}
+        curves.append(Curve(codec, order, images, **columns))
     return curves

@@ -65,7 +65,7 @@ def run(dataset: Path, model: str) -> dict:
     images = [Image.open(f).convert("RGB") for f in files]
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        for q in range(1, len(codec.qualities) + 1):
+        for q in codec.quality_levels:
             rates, scores, seconds, fixed_bits = [], [], 0.0, 0.0
             for f, img in zip(files, images):
                 aec, png = Path(tmp) / f"{f.stem}.aec", Path(tmp) / f"{f.stem}.png"
@@ -80,8 +80,8 @@ def run(dataset: Path, model: str) -> dict:
                         raise SystemExit(f"{f}: got {out.size} {out.mode}, expected {img.size} {img.mode}")
                     scores.append(psnr(img, out))
                 rates.append(bpp(aec.stat().st_size, img))
-                fixed_bits += codec.qualities[q - 1] * positions(img) * np.log2(codec.model.bottleneck.alphabet)
-            rows.append({"quality": q, "stages": codec.qualities[q - 1], "bpp": float(np.mean(rates)),
+                fixed_bits += codec.stages_per_quality[q - 1] * positions(img) * np.log2(codec.model.bottleneck.alphabet)
+            rows.append({"quality": q, "stages": codec.stages_per_quality[q - 1], "bpp": float(np.mean(rates)),
                          "psnr": float(np.mean(scores)), "seconds_per_image": seconds / len(files),
                          "entropy_coding_gain": 1 - sum(rates_to_bits(rates, images)) / fixed_bits})
             print(f"q{q}: {rows[-1]['bpp']:.3f} bpp {rows[-1]['psnr']:.2f} dB", file=sys.stderr)

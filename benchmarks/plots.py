@@ -26,7 +26,7 @@ def plot_rd(curves: list[Curve], metric: str, ylabel: str, path: Path, title: st
         ax.plot(c.bpp, getattr(c, metric), marker="o", markersize=4 if learned else 3,
                 linewidth=2.2 if learned else 1.2, label=c.codec)
     ax.set_xlim(0, MAX_BPP)
-    visible = [v for c in curves for b, v in zip(c.bpp, getattr(c, metric)) if b <= MAX_BPP]
+    visible = [v for c in curves for b, v in zip(c.bpp, getattr(c, metric), strict=True) if b <= MAX_BPP]
     if visible:
         ax.set_ylim(min(visible) - 0.5, max(visible) + 0.5)
     ax.set_xlabel("bits per pixel")
@@ -47,7 +47,7 @@ def plot_crops(panels: list[tuple[str, Image.Image]], path: Path, title: str) ->
     fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 3.8 * rows), dpi=110, squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
-    for ax, (label, crop) in zip(axes.flat, panels):
+    for ax, (label, crop) in zip(axes.flat, panels, strict=False):  # spare axes stay blank
         ax.imshow(crop, interpolation="nearest")
         ax.set_title(label, fontsize=8)
     fig.suptitle(title, fontsize=10)

@@ -18,6 +18,7 @@ import multiprocessing
 import os
 import shlex
 import sys
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, Sequence
@@ -29,8 +30,8 @@ import aecodec
 
 from . import plots, report
 from .cache import ResultCache, cache_key
-from .crops import crop_panels
 from .codecs import AecodecCodec, BenchCodec, Params, classical_codecs, single_threaded_decoders
+from .crops import crop_panels
 from .curves import Curve, average_curves
 from .dataset import ImageFile, list_images, load_rgb
 from .environment import environment
@@ -43,13 +44,15 @@ CROP_IMAGE = "kodim23.png"
 """Default crop image when it is in the run (Kodak's parrots: smooth background, fine feathers)."""
 
 Task = tuple[int, BenchCodec, Params, ImageFile]
-Mapper = Callable[[Callable[[Task], tuple[int, Record | str]], Iterable[Task]], Iterator[tuple[int, Record | str]]]
+Outcome = tuple[int, Record | str]
+Mapper = Callable[[Callable[[Task], Outcome], Iterable[Task]], Iterator[Outcome]]
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = _parse(argv)
     images = list_images(args.dataset, args.images)
+    crop_image = _crop_image(images, args.crop_image)
     classical = classical_codecs()
     learned = [AecodecCodec(m) for m in (*aecodec.available_models(), *args.model)]
     cache = ResultCache(args.cache or args.out / "cache.jsonl")
@@ -59,12 +62,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     torch.set_num_threads(args.workers)
     records += measure_all(learned, images, cache, map, "aecodec models", warm_up=True)
 
-    codecs = [*classical, *learned]
+    codecs: list[BenchCodec] = [*classical, *learned]
     curves = average_curves(records, len(images))
     args.out.mkdir(parents=True, exist_ok=True)
     _write_records(records, args.out / "per_image.csv")
     (args.out / "curves.json").write_text(json.dumps([c.to_json() for c in curves], indent=1) + "\n")
-    figures = _figures(curves, codecs, images, args.out, args.crop_image)
+    figures = _figures(curves, codecs, len(images), crop_image, args.out)
 
     run = report.Run(
         command=f"python -m benchmarks.rd {shlex.join(argv)}", dataset=args.dataset.name, images=len(images),
@@ -84,7 +87,7 @@ def measure_all(codecs: Sequence[BenchCodec], images: Sequence[ImageFile], cache
     points = [(codec, params, image) for image in images for codec in codecs for params in codec.points()]
     tasks: list[Task] = [(index, *point) for index, point in enumerate(points)]
     keys = [cache_key(codec, params, image) for _, codec, params, image in tasks]
-    results = [cache.get(key, task[3]) for key, task in zip(keys, tasks)]
+    results = [cache.get(key, task[3]) for key, task in zip(keys, tasks, strict=True)]
     pending = [t for t in tasks if results[t[0]] is None]
     if warm_up:  # first calls allocate and tune kernels: keep that out of the timings
         for codec in {id(t[1]): t[1] for t in pending}.values():
@@ -100,7 +103,7 @@ def measure_all(codecs: Sequence[BenchCodec], images: Sequence[ImageFile], cache
     return [r for r in results if r is not None]
 
 
-def _attempt(task: Task) -> tuple[int, Record | str]:
+def _attempt(task: Task) -> Outcome:
     """``measure`` that reports a failure instead of raising it out of a worker."""
     index, codec, params, image = task
     try:
@@ -116,14 +119,19 @@ def _init_worker() -> None:
 
 @contextmanager
 def _workers(n: int) -> Iterator[Mapper]:
-    """A map over ``n`` worker processes (in this process when n is 1, which is easier to debug).
-    Workers are spawned, not forked: a fork of a process that has used torch's thread pool can hang."""
+    """An unordered map over ``n`` worker processes (in this process when n is 1, which is easier
+    to debug). Workers are spawned, not forked: a fork of a process that has used torch's thread
+    pool can hang. A worker that dies raises BrokenProcessPool rather than hanging the run, and an
+    interrupted run drops its queued tasks instead of finishing them."""
     if n <= 1:
         _init_worker()
         yield map
         return
-    with multiprocessing.get_context("spawn").Pool(n, initializer=_init_worker) as pool:
-        yield lambda fn, items: pool.imap_unordered(fn, items, chunksize=1)
+    pool = ProcessPoolExecutor(n, mp_context=multiprocessing.get_context("spawn"), initializer=_init_worker)
+    try:
+        yield lambda fn, items: (f.result() for f in as_completed([pool.submit(fn, item) for item in items]))
+    finally:
+        pool.shutdown(cancel_futures=True)
 
 
 def _write_records(records: list[Record], path: Path) -> None:
@@ -134,24 +142,31 @@ def _write_records(records: list[Record], path: Path) -> None:
             writer.writerow(dataclasses.asdict(r) | {"params": json.dumps(r.params)})
 
 
-def _figures(curves: list[Curve], codecs: Sequence[BenchCodec], images: Sequence[ImageFile],
-             out: Path, crop_image: str | None) -> dict[str, Path]:
+def _crop_image(images: Sequence[ImageFile], name: str | None) -> ImageFile:
+    """The image named on the command line, else CROP_IMAGE if in the run, else the first."""
+    by_name = {i.name: i for i in images}
+    if name is not None and name not in by_name:
+        raise SystemExit(f"--crop-image {name}: not among this run's images")
+    return by_name.get(name or CROP_IMAGE, images[0])
+
+
+def _figures(curves: list[Curve], codecs: Sequence[BenchCodec], images: int, crop_image: ImageFile,
+             out: Path) -> dict[str, Path]:
     """The PNGs of the report, by caption."""
-    n = f"{len(images)} images"
+    n = f"{images} images"
     figures = {"bpp vs PSNR": out / "rd_psnr.png", "bpp vs MS-SSIM (dB)": out / "rd_msssim.png"}
     plots.plot_rd(curves, "psnr", "PSNR RGB (dB)", figures["bpp vs PSNR"], f"PSNR, mean of {n}")
     plots.plot_rd(curves, "msssim_db", "MS-SSIM RGB (dB)", figures["bpp vs MS-SSIM (dB)"], f"MS-SSIM, mean of {n}")
-    names = {i.name: i for i in images}
-    image = names.get(crop_image or CROP_IMAGE, images[0])
-    caption = f"{CROP_SIZE}x{CROP_SIZE} crops of {image.name} near {CROP_BPP} bpp"
+    caption = f"{CROP_SIZE}x{CROP_SIZE} crops of {crop_image.name} near {CROP_BPP} bpp"
     figures[caption] = out / "crops.png"
-    panels = crop_panels(codecs, load_rgb(image.path), CROP_BPP, CROP_SIZE)
+    panels = crop_panels(codecs, load_rgb(crop_image.path), CROP_BPP, CROP_SIZE)
     plots.plot_crops(panels, figures[caption], caption)
     return figures
 
 
 def _parse(argv: Sequence[str]) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m benchmarks.rd", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m benchmarks.rd", description=(
+        "Rate-distortion benchmark of every aecodec model and the classical codecs over a folder of images."))
     p.add_argument("--dataset", type=Path, required=True, help="folder of lossless images (PNG, ...)")
     p.add_argument("--out", type=Path, required=True, help="folder for CSV/JSON results, plots and cache")
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1,
@@ -160,7 +175,8 @@ def _parse(argv: Sequence[str]) -> argparse.Namespace:
     p.add_argument("--model", action="append", default=[], metavar="PATH",
                    help="an exported .safetensors model to add to the shipped ones (repeatable)")
     p.add_argument("--cache", type=Path, help="result cache (default: OUT/cache.jsonl)")
-    p.add_argument("--report", type=Path, default=Path(__file__).parent / "RESULTS.md")
+    p.add_argument("--report", type=Path, default=Path(__file__).parent / "RESULTS.md",
+                   help="Markdown report to write (default: benchmarks/RESULTS.md)")
     p.add_argument("--crop-image", help=f"file name of the crop figure's image (default: {CROP_IMAGE} "
                    "if in the run, else the first)")
     args = p.parse_args(argv)

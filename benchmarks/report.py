@@ -44,12 +44,12 @@ def render(run: Run, curves: list[Curve], codecs: Sequence[BenchCodec]) -> str:
         "## Average curves\n",
         "Means over the images of each point. Times are wall-clock per image: classical codecs in "
         f"{run.workers} parallel single-threaded worker process(es); aecodec in the main process with "
-        f"{run.workers} torch thread(s), after one warm-up call.\n",
+        f"{run.workers} torch thread(s), after one warm-up call. Points taken from the cache keep the "
+        "times of the run that measured them.\n",
         *(_curve_table(c) for c in curves),
         "## Codec settings\n",
         _table(["codec", "identity (what cached results depend on)", "points"],
-               [[c.name, f"`{c.identity()}`", ", ".join(str(next(iter(p.values()))) for p in c.points())]
-                for c in codecs]),
+               [[c.name, f"`{c.identity()}`", _sweep(c)] for c in codecs]),
         "\n## Method\n",
         "- bpp: 8 x size of the complete encoded file (headers included) / pixels.\n"
         "- PSNR: RGB, 8-bit, MSE over all channels, per image, then averaged (as CompressAI).\n"
@@ -79,9 +79,16 @@ def _summary(curves: list[Curve], anchor: Curve | None) -> str:
     return _table(header, rows)
 
 
+def _sweep(codec: BenchCodec) -> str:
+    """``quality = 5, 10, ...``: the values each parameter takes over the points."""
+    points = codec.points()
+    return "; ".join(f"{k} = {', '.join(str(p[k]) for p in points)}" for k in points[0]) if points else ""
+
+
 def _curve_table(c: Curve) -> str:
+    columns = (c.points, c.bpp, c.psnr, c.msssim, c.msssim_db, c.encode_s, c.decode_s)
     rows = [[p, f"{b:.4f}", f"{q:.2f}", f"{m:.4f}", f"{d:.2f}", f"{1000 * e:.1f}", f"{1000 * t:.1f}"]
-            for p, b, q, m, d, e, t in zip(c.points, c.bpp, c.psnr, c.msssim, c.msssim_db, c.encode_s, c.decode_s)]
+            for p, b, q, m, d, e, t in zip(*columns, strict=True)]
     return f"### {c.codec}\n\n" + _table(
         ["point", "bpp", "PSNR (dB)", "MS-SSIM", "MS-SSIM (dB)", "encode (ms)", "decode (ms)"], rows) + "\n"
 

@@ -98,7 +98,7 @@ def test_compress_batch_matches_single_compression(tiny):
 
 def test_higher_quality_costs_more_bytes(tiny):
     img = smooth_image(128, 96)
-    sizes = [len(tiny.compress(img, q)) for q in range(1, len(tiny.qualities) + 1)]
+    sizes = [len(tiny.compress(img, q)) for q in tiny.quality_levels]
     assert sizes == sorted(sizes) and sizes[0] < sizes[-1]
 
 
@@ -111,8 +111,8 @@ def test_unknown_quality_is_a_usage_error(tiny):
 
 def test_truncate_is_byte_identical_to_encoding_at_lower_quality(tiny):
     img = smooth_image(80, 48, mode="RGBA")
-    top = tiny.compress(img, len(tiny.qualities))
-    for q in range(1, len(tiny.qualities) + 1):
+    top = tiny.compress(img, len(tiny.stages_per_quality))
+    for q in tiny.quality_levels:
         assert tiny.truncate(top, q) == tiny.compress(img, q)
 
 
@@ -120,4 +120,4 @@ def test_preview_decodes_the_first_stages(tiny):
     img = smooth_image(64, 32)
     top = tiny.compress(img, 4)
     low = tiny.compress(img, 1)
-    assert np.array_equal(np.array(tiny.decompress(top, stages=tiny.qualities[0])), np.array(tiny.decompress(low)))
+    assert np.array_equal(np.array(tiny.decompress(top, stages=tiny.stages_per_quality[0])), np.array(tiny.decompress(low)))
