@@ -17,9 +17,10 @@ from PIL import Image
 
 from . import bitstream
 from .errors import FormatError, ModelError, UsageError
+from .metrics import psnr as psnr_of
 from .imageio import Planes, from_planes, pad_to_stride, to_planes
 from .model import AutoEncoder
-from .transforms import STRIDE
+from .transforms import STRIDE, analyse, synthesise
 
 WEIGHTS = Path(__file__).parent / "weights"
 SAMPLE = Path(__file__).parent / "data" / "sample.png"
@@ -101,16 +102,57 @@ class Codec:
         out: list[bytes | None] = [None] * len(planes)
         for idx in _batches(planes, lambda p: _padded(p.rgb.shape[-2:]), batch_size):
             x = pad_to_stride(torch.stack([planes[i].rgb for i in idx]), STRIDE)
-            symbols = self.model.bottleneck.encode(self.model.analysis(x), stages)
+            symbols = self.model.bottleneck.encode(analyse(self.model.analysis, x), stages)
             for j, i in enumerate(idx):
                 out[i] = self._pack(planes[i], symbols[:, j])
         return out  # type: ignore[return-value]
 
     def _pack(self, p: Planes, symbols: np.ndarray) -> bytes:
+        return self._container(p, self.model.entropy.encode(symbols))
+
+    def _container(self, p: Planes, sections: list[bytes]) -> bytes:
         header = bitstream.Header(self.name, self.fingerprint, p.rgb.shape[2], p.rgb.shape[1],
-                                  p.mode, len(symbols))
+                                  p.mode, len(sections))
         alpha = bitstream.pack_alpha(p.alpha) if p.alpha is not None else None
-        return bitstream.write(bitstream.AecFile(header, self.model.entropy.encode(symbols), alpha))
+        return bitstream.write(bitstream.AecFile(header, sections, alpha))
+
+    # -- rate control -------------------------------------------------------------------
+    @torch.inference_mode()
+    def compress_to(self, image: Image.Image, bpp: float | None = None,
+                    psnr: float | None = None) -> bytes:
+        """The largest file within ``bpp`` bits per pixel, or the smallest whose PSNR reaches
+        ``psnr`` dB. The image is encoded once: a file with fewer stages is a prefix of the
+        stages (see ``truncate``), so every candidate costs only its container."""
+        if (bpp is None) == (psnr is None):
+            raise UsageError("give exactly one target: bpp or psnr")
+        p = to_planes(image)
+        symbols = self.model.bottleneck.encode(
+            analyse(self.model.analysis, pad_to_stride(p.rgb[None], STRIDE)), self.model.bottleneck.sections
+        )[:, 0]
+        sections = self.model.entropy.encode(symbols)
+        files = [self._container(p, sections[:n]) for n in range(1, len(sections) + 1)]
+        pixels = p.rgb.shape[1] * p.rgb.shape[2]
+        if bpp is not None:
+            fitting = [f for f in files if 8 * len(f) <= bpp * pixels]
+            if not fitting:
+                raise UsageError(f"{bpp} bpp is below the smallest file ({8 * len(files[0]) / pixels:.3f} bpp)")
+            return fitting[-1]
+        return files[self._fewest_stages(symbols, p, psnr) - 1]
+
+    def _fewest_stages(self, symbols: np.ndarray, p: Planes, target: float) -> int:
+        """Binary search for the fewest stages whose decoded PSNR reaches ``target`` (PSNR
+        grows with stages); all of them if none does."""
+        reference = from_planes((p.rgb * 255).round().to(torch.uint8), p.mode, None)
+        h, w = p.rgb.shape[1:]
+        lo, hi = 1, len(symbols)
+        while lo < hi:
+            mid = (lo + hi) // 2
+            decoded = synthesise(self.model.synthesis, self.model.bottleneck.decode(symbols[:mid, None]))
+            if psnr_of(reference, from_planes(decoded[0, :, :h, :w], p.mode, None)) >= target:
+                hi = mid
+            else:
+                lo = mid + 1
+        return lo
 
     # -- decompression ------------------------------------------------------------------
     def decompress(self, data: bytes, stages: int | None = None) -> Image.Image:
@@ -131,7 +173,7 @@ class Codec:
         key = lambda f: (_padded((f.header.height, f.header.width)), f.header.sections)  # noqa: E731
         for idx in _batches(files, key, batch_size):
             latent = self.model.bottleneck.decode(np.stack([symbols[i] for i in idx], axis=1))
-            x_hat = self.model.synthesis(latent)
+            x_hat = synthesise(self.model.synthesis, latent)
             for j, i in enumerate(idx):
                 h = files[i].header
                 alpha = None

@@ -96,8 +96,8 @@ def to_planes(img: Image.Image) -> Planes:
 
 
 def from_planes(rgb: torch.Tensor, mode: str, alpha: np.ndarray | None) -> Image.Image:
-    """(3, H, W) float in [0, 1] -> Pillow image in ``mode``; deterministic rounding."""
-    arr = (rgb.clamp(0, 1) * 255.0).round().to(torch.uint8).permute(1, 2, 0).numpy()
+    """(3, H, W) uint8 -> Pillow image in ``mode``."""
+    arr = rgb.permute(1, 2, 0).numpy()
     img = Image.fromarray(np.ascontiguousarray(arr), "RGB")
     if mode in ("L", "LA"):
         img = img.convert("L")

@@ -8,6 +8,9 @@ the transforms stay narrow enough to run on a laptop CPU.
 
 from __future__ import annotations
 
+from fractions import Fraction
+from typing import Callable
+
 import torch
 from torch import nn
 import torch.nn.functional as F
@@ -66,3 +69,49 @@ class Synthesis(nn.Sequential):
             _up(channels, channels), GDN(channels, inverse=True),
             _up(channels, 3),
         )
+
+
+TILE = 1024
+"""Images larger than this (pixels per side) go through the transforms in tiles, so memory stays
+bounded: a 48 MP photo needs a few hundred MB of activations instead of tens of GB."""
+MARGIN = 64
+"""Overlap in pixels on each side of a tile. It exceeds the receptive field of both transforms
+(about 30 pixels for the analysis, 2 latent positions for the synthesis), so tiles see exactly
+what the whole image would show them and stitched results have no seams."""
+
+
+def tiled(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, scale: Fraction,
+          tile: int, margin: int) -> torch.Tensor:
+    """Apply a convolutional ``fn`` to overlapping tiles of x (B, C, H, W) and stitch the
+    interiors. ``fn`` maps an (h, w) input to (h*scale, w*scale); tile and margin are in input
+    units and multiples of 1/scale when scale < 1."""
+    h, w = x.shape[-2:]
+    if h <= tile and w <= tile:
+        return fn(x)
+    out = None
+    for y0 in range(0, h, tile):
+        for x0 in range(0, w, tile):
+            y1, x1 = min(y0 + tile, h), min(x0 + tile, w)
+            ya, xa = max(y0 - margin, 0), max(x0 - margin, 0)
+            part = fn(x[..., ya : min(y1 + margin, h), xa : min(x1 + margin, w)])
+            if out is None:
+                out = part.new_empty(*part.shape[:2], int(h * scale), int(w * scale))
+            oy, ox = int((y0 - ya) * scale), int((x0 - xa) * scale)
+            ty, tx = int((y1 - y0) * scale), int((x1 - x0) * scale)
+            out[..., int(y0 * scale) : int(y1 * scale), int(x0 * scale) : int(x1 * scale)] = \
+                part[..., oy : oy + ty, ox : ox + tx]
+    return out
+
+
+def analyse(analysis: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """Image (B, 3, H, W), H and W multiples of STRIDE -> latent, in tiles if large."""
+    return tiled(analysis, x, Fraction(1, STRIDE), TILE, MARGIN)
+
+
+def synthesise(synthesis: nn.Module, latent: torch.Tensor) -> torch.Tensor:
+    """Latent -> 8-bit image (B, 3, 16h, 16w) as uint8, in tiles if large; converting each tile
+    to 8 bits as it is made keeps the float output of a large image out of memory."""
+    def to_8bit(lat: torch.Tensor) -> torch.Tensor:
+        return synthesis(lat).clamp_(0, 1).mul_(255).round_().to(torch.uint8)
+
+    return tiled(to_8bit, latent, Fraction(STRIDE), TILE // STRIDE, MARGIN // STRIDE)

@@ -7,6 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
+from aecodec import UsageError
 from aecodec.imageio import ConversionNote
 
 from .conftest import smooth_image
@@ -121,3 +122,28 @@ def test_preview_decodes_the_first_stages(tiny):
     top = tiny.compress(img, 4)
     low = tiny.compress(img, 1)
     assert np.array_equal(np.array(tiny.decompress(top, stages=tiny.stages_per_quality[0])), np.array(tiny.decompress(low)))
+
+
+def test_compress_to_a_rate_never_exceeds_it(tiny):
+    img = smooth_image(96, 64)
+    sizes = [len(tiny.compress(img, q)) for q in tiny.quality_levels]
+    for target in (sizes[0], (sizes[1] + sizes[2]) // 2, sizes[-1] * 2):
+        data = tiny.compress_to(img, bpp=8 * target / (96 * 64))
+        assert len(data) <= target
+        assert tiny.decompress(data).size == img.size
+    with pytest.raises(UsageError, match="below the smallest file"):
+        tiny.compress_to(img, bpp=0.001)
+
+
+def test_compress_to_a_psnr_uses_the_fewest_stages_that_reach_it(tiny):
+    from aecodec.metrics import psnr
+
+    img = smooth_image(96, 64)
+    scores = [psnr(img, tiny.decompress(tiny.compress(img, q))) for q in tiny.quality_levels]
+    target = (scores[0] + scores[-1]) / 2
+    data = tiny.compress_to(img, psnr=target)
+    got = psnr(img, tiny.decompress(data))
+    assert got >= target
+    n = tiny.info(data).stages
+    if n > 1:
+        assert psnr(img, tiny.decompress(data, stages=n - 1)) < target
