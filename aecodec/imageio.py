@@ -73,9 +73,9 @@ def _to_native(img: Image.Image) -> Image.Image:
         warnings.warn(f"{mode} image converted to 8-bit grayscale (L)", ConversionNote, stacklevel=3)
         return out
     has_alpha = mode in ("PA", "La", "RGBa") or "transparency" in img.info or mode.endswith("A")
-    if mode in ("1",):
+    if mode == "1":
         target = "L"
-    elif mode in ("La",):
+    elif mode == "La":
         target = "LA"
     else:
         target = "RGBA" if has_alpha else "RGB"
@@ -102,7 +102,7 @@ def from_planes(rgb: torch.Tensor, mode: str, alpha: np.ndarray | None) -> Image
     if mode in ("L", "LA"):
         img = img.convert("L")
     if alpha is not None:
-        img = img.convert("LA" if mode == "LA" else "RGBA") if mode != "RGBA" else img.convert("RGBA")
+        img = img.convert(mode)
         img.putalpha(Image.fromarray(alpha, "L"))
     return img
 
