@@ -52,6 +52,12 @@ class IndexEntropyModel:
     def arrays(self) -> dict[str, np.ndarray]:
         return {"counts": self.counts, "context_map": self.context_map}
 
+    def __getstate__(self) -> dict[str, np.ndarray]:  # constriction models do not pickle
+        return self.arrays()
+
+    def __setstate__(self, state: dict[str, np.ndarray]) -> None:
+        self.__init__(**state)
+
     @cached_property
     def _models(self) -> list[list[constriction.stream.model.Categorical]]:
         tables = normalize_counts(self.counts).astype(np.float64)  # integers, exact in f64
