@@ -7,7 +7,7 @@ import sys
 import warnings
 from pathlib import Path
 
-from .errors import AecError, FormatError, UsageError, reading
+from .errors import AecError, FormatError, UsageError, naming, reading
 
 
 def _read_bytes(path: Path) -> bytes:
@@ -30,12 +30,56 @@ def _file_codec(model: str | None, data: bytes):
     return load(model) if model else codec_for(data)
 
 
+def _single(args: argparse.Namespace, command: str) -> tuple[Path, Path]:
+    """The two-file form: exactly INPUT OUTPUT; batch options need -o."""
+    extra = [f"--{name}" for name in ("workers", "format") if getattr(args, name, None) is not None]
+    if extra:
+        raise UsageError(f"{' and '.join(extra)} only apply with -o/--output-dir")
+    if len(args.files) != 2:
+        raise UsageError(f"{command} takes INPUT OUTPUT, or any number of inputs and -o DIR "
+                         f"(got {len(args.files)} file{'s' if len(args.files) != 1 else ''} and no -o)")
+    src, dst = Path(args.files[0]), Path(args.files[1])
+    if dst.is_dir():
+        raise UsageError(f"{dst}: is a folder (to write into a folder, use -o {dst})")
+    return src, dst
+
+
+def _output_dir(args: argparse.Namespace, file_suffixes: set[str]) -> str:
+    """-o is a folder; refuse what looks like an output file name (``-o out.aec``)."""
+    path = Path(args.output_dir)
+    if not path.is_dir() and path.suffix.lower() in file_suffixes:
+        raise UsageError(f"{path}: -o names a folder; to write one file, give INPUT OUTPUT without -o")
+    return args.output_dir
+
+
+def _workers(args: argparse.Namespace) -> int:
+    return 1 if args.workers is None else args.workers
+
+
+def _batch_done(summary) -> None:
+    print(summary)
+    summary.check()
+
+
 def _encode(args: argparse.Namespace) -> None:
+    from .batch import AEC_SUFFIX, compress_files, sigterm_as_interrupt
+
+    with sigterm_as_interrupt():
+        if args.output_dir is not None:
+            out = _output_dir(args, {AEC_SUFFIX})
+            return _batch_done(compress_files(args.files, out, args.quality, args.model,
+                                              _workers(args), args.force, progress=True))
+        _encode_one(*_single(args, "encode"), args)
+
+
+def _encode_one(src: Path, dst: Path, args: argparse.Namespace) -> None:
+    from .batch import image_suffixes
     from .codec import load
     from .imageio import open_image, write_atomic
 
-    src, dst = Path(args.input), Path(args.output)
     _check_output(src, dst, args.force)
+    if dst.suffix.lower() in image_suffixes():
+        raise UsageError(f"{dst}: an image name for a .aec output; to compress several images, use -o DIR")
     codec = load(args.model)
     data = codec.compress(open_image(src), args.quality)
     write_atomic(dst, data, overwrite=args.force)
@@ -44,13 +88,24 @@ def _encode(args: argparse.Namespace) -> None:
 
 
 def _decode(args: argparse.Namespace) -> None:
+    from .batch import decompress_files, image_suffixes, sigterm_as_interrupt
+
+    with sigterm_as_interrupt():
+        if args.output_dir is not None:
+            out = _output_dir(args, image_suffixes())
+            return _batch_done(decompress_files(args.files, out, args.format or "png", args.model,
+                                                args.preview, _workers(args), args.force, progress=True))
+        _decode_one(*_single(args, "decode"), args)
+
+
+def _decode_one(src: Path, dst: Path, args: argparse.Namespace) -> None:
     from .imageio import image_bytes, output_format, write_atomic
 
-    src, dst = Path(args.input), Path(args.output)
     _check_output(src, dst, args.force)
     output_format(dst)
     data = _read_bytes(src)
-    img = _file_codec(args.model, data).decompress(data, stages=args.preview)
+    with naming(src):
+        img = _file_codec(args.model, data).decompress(data, stages=args.preview)
     write_atomic(dst, image_bytes(img, dst), overwrite=args.force)
 
 
@@ -60,8 +115,9 @@ def _truncate(args: argparse.Namespace) -> None:
     src, dst = Path(args.input), Path(args.output)
     _check_output(src, dst, args.force)
     data = _read_bytes(src)
-    codec = _file_codec(args.model, data)
-    out = codec.truncate(data, args.quality)
+    with naming(src):
+        codec = _file_codec(args.model, data)
+        out = codec.truncate(data, args.quality)
     write_atomic(dst, out, overwrite=args.force)
     i = codec.info(out)
     print(f"{dst}: quality {i.quality}, {i.bytes} bytes ({len(data)} before), {i.bpp:.3f} bpp")
@@ -70,7 +126,8 @@ def _truncate(args: argparse.Namespace) -> None:
 def _info(args: argparse.Namespace) -> None:
     from .codec import info
 
-    i = info(_read_bytes(Path(args.input)))
+    with naming(Path(args.input)):
+        i = info(_read_bytes(Path(args.input)))
     quality = i.quality if i.quality is not None else "custom"
     print(f"model:       {i.model} (fingerprint {i.fingerprint})")
     print(f"image:       {i.width}x{i.height} {i.mode}")
@@ -125,23 +182,36 @@ def _train(args: argparse.Namespace) -> None:
     train(cfg, mcfg, resume=args.resume, init=args.init)
 
 
+def _add_file_args(p: argparse.ArgumentParser, inputs: str, suffix: str) -> None:
+    """The arguments encode and decode share: one file to one file, or many to a folder."""
+    p.add_argument("files", nargs="+", metavar="FILE", help=f"INPUT OUTPUT; or, with -o, any number of {inputs}")
+    p.add_argument("-o", "--output-dir", default=None, metavar="DIR",
+                   help=f"batch: write DIR/<input stem>.{suffix} for every input (DIR is created)")
+    p.add_argument("--workers", type=int, default=None, metavar="N",
+                   help="batch: N worker processes (default 1: this process; 0: one per CPU core)")
+    p.add_argument("--force", action="store_true",
+                   help="overwrite existing outputs (a batch otherwise skips them, so a re-run resumes)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="aecodec", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("encode", help="compress an image to .aec")
-    p.add_argument("input")
-    p.add_argument("output")
+    p = sub.add_parser("encode", help="compress images to .aec",
+                       usage="aecodec encode INPUT OUTPUT [options]\n"
+                             "       aecodec encode INPUT... -o DIR [--workers N] [options]")
+    _add_file_args(p, "input images", "aec")
     p.add_argument("--model", default="rvq", help="shipped model name or path to a .safetensors model")
     p.add_argument("--quality", "-q", type=int, default=None, help="quality level, 1 = smallest file")
-    p.add_argument("--force", action="store_true", help="overwrite an existing output")
     p.set_defaults(func=_encode)
-    p = sub.add_parser("decode", help="decompress .aec to an image (format from the extension)")
-    p.add_argument("input")
-    p.add_argument("output")
+    p = sub.add_parser("decode", help="decompress .aec to images (format from the extension or --format)",
+                       usage="aecodec decode INPUT OUTPUT [options]\n"
+                             "       aecodec decode INPUT... -o DIR [--format png] [--workers N] [options]")
+    _add_file_args(p, ".aec inputs", "<format>")
+    p.add_argument("--format", default=None, metavar="EXT",
+                   help="batch: output image format by extension: png (default), jpg, webp, ...")
     p.add_argument("--model", default=None, help="model to decode with (default: the one the file names)")
     p.add_argument("--preview", type=int, nargs="?", const=1, default=None, metavar="STAGES",
                    help="decode only the first STAGES stages (default 1): a fast, coarse preview")
-    p.add_argument("--force", action="store_true", help="overwrite an existing output")
     p.set_defaults(func=_decode)
     p = sub.add_parser("truncate", help="drop the finest stages of a .aec file, without re-encoding")
     p.add_argument("input")

@@ -60,3 +60,18 @@ def reading(path: Path, error: type[AecError]) -> Iterator[None]:
         raise error(f"{path}: permission denied") from None
     except OSError as exc:
         raise error(f"{path}: cannot read ({exc.strerror or exc})") from None
+
+
+def about(path: Path, exc: BaseException) -> str:
+    """``exc``'s message naming ``path`` once (messages about a file start with its name)."""
+    msg = str(exc) if isinstance(exc, AecError) else f"unexpected {exc.__class__.__name__}: {exc}"
+    return msg if msg.startswith(str(path)) else f"{path}: {msg}"
+
+
+@contextmanager
+def naming(path: Path) -> Iterator[None]:
+    """Re-raise codec errors about data read from ``path`` with the file's name in front."""
+    try:
+        yield
+    except AecError as exc:
+        raise type(exc)(about(path, exc)) from None

@@ -130,6 +130,7 @@ def write_atomic(path: Path, data: bytes, overwrite: bool = True) -> None:
     except PermissionError:
         raise OutputError(f"{path}: permission denied") from None
     try:
+        os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp's 0600 would hide outputs from other users
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()
@@ -153,6 +154,15 @@ def output_format(path: Path) -> str:
     if fmt is None or fmt not in Image.SAVE:
         raise UsageError(f"{path}: unknown image extension {Path(path).suffix!r} (try .png)")
     return fmt
+
+
+def _read_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _read_umask()  # once, at import: os.umask can only be read by setting it
 
 
 def image_bytes(img: Image.Image, path: Path) -> bytes:
