@@ -74,6 +74,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         size=" or ".join(sorted({f"{r.width}x{r.height}" for r in records})) + " pixels", workers=args.workers,
         environment=environment(),
         figures={caption: os.path.relpath(path, args.report.parent) for caption, path in figures.items()},
+        speed=_speed_results(args.report.parent / "results" / "speed.json"),
     )
     args.report.write_text(report.render(run, curves, codecs))
     print(f"wrote {args.report} and {args.out}/")
@@ -162,6 +163,11 @@ def _figures(curves: list[Curve], codecs: Sequence[BenchCodec], images: int, cro
     panels = crop_panels(codecs, load_rgb(crop_image.path), CROP_BPP, CROP_SIZE)
     plots.plot_crops(panels, figures[caption], caption)
     return figures
+
+
+def _speed_results(path: Path) -> list[dict] | None:
+    """The speed suite's pytest-benchmark JSON, when it has been run (see test_speed.py)."""
+    return json.loads(path.read_text())["benchmarks"] if path.exists() else None
 
 
 def _parse(argv: Sequence[str]) -> argparse.Namespace:

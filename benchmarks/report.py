@@ -25,6 +25,7 @@ class Run:
     workers: int
     environment: dict[str, str]
     figures: dict[str, str]  # caption -> path relative to the report
+    speed: list[dict] | None = None  # pytest-benchmark's "benchmarks" list, if it has been run
 
 
 def render(run: Run, curves: list[Curve], codecs: Sequence[BenchCodec]) -> str:
@@ -47,6 +48,8 @@ def render(run: Run, curves: list[Curve], codecs: Sequence[BenchCodec]) -> str:
         f"{run.workers} torch thread(s), after one warm-up call. Points taken from the cache keep the "
         "times of the run that measured them.\n",
         *(_curve_table(c) for c in curves),
+        "## Speed and memory\n",
+        _speed(run.speed),
         "## Codec settings\n",
         _table(["codec", "identity (what cached results depend on)", "points"],
                [[c.name, f"`{c.identity()}`", _sweep(c)] for c in codecs]),
@@ -61,6 +64,21 @@ def render(run: Run, curves: list[Curve], codecs: Sequence[BenchCodec]) -> str:
         "",
     ]
     return "\n".join(parts)
+
+
+def _speed(rows: list[dict] | None) -> str:
+    if not rows:
+        return "Not measured yet: run `pytest benchmarks/test_speed.py --benchmark-only " \
+               "--benchmark-json=benchmarks/results/speed.json`, then this command.\n"
+    body = []
+    for b in rows:
+        extra = ", ".join(f"{k.replace('_', ' ')}: {v:.3g}" for k, v in b.get("extra_info", {}).items()
+                          if isinstance(v, (int, float)))
+        body.append([b["name"], f"{1000 * b['stats']['mean']:.1f}", f"{1000 * b['stats']['min']:.1f}",
+                     str(b["stats"]["rounds"]), extra])
+    return ("From `pytest benchmarks/test_speed.py --benchmark-only "
+            "--benchmark-json=benchmarks/results/speed.json` (torch's default threads; the image is "
+            "768x512).\n\n" + _table(["case", "mean (ms)", "min (ms)", "rounds", "rate / memory"], body) + "\n")
 
 
 def _summary(curves: list[Curve], anchor: Curve | None) -> str:
