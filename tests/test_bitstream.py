@@ -42,6 +42,31 @@ def test_every_flipped_byte_is_rejected(tiny, small_file):
             tiny.decompress(bytes(bad))
 
 
+def test_every_single_bit_flip_of_the_header_is_rejected_fast(tiny, small_file):
+    f = bitstream.read(small_file)
+    header_end = len(small_file) - sum(map(len, f.sections)) - len(f.alpha) - 4
+    for i in range(header_end):
+        for bit in range(8):
+            bad = bytearray(small_file)
+            bad[i] ^= 1 << bit
+            t = time.perf_counter()
+            with pytest.raises(AecError):
+                tiny.decompress(bytes(bad))
+            assert time.perf_counter() - t < 0.1
+
+
+def test_random_bytes_are_rejected_fast(tiny):
+    import random
+
+    rng = random.Random(0)
+    for n in [0, 1, 3, 4, 7, 30, 100, 1000] * 10:
+        blob = bytes(rng.getrandbits(8) for _ in range(n))
+        t = time.perf_counter()
+        with pytest.raises(FormatError):
+            tiny.decompress(blob)
+        assert time.perf_counter() - t < 0.1
+
+
 def test_wrong_magic(tiny, small_file):
     with pytest.raises(FormatError, match="magic"):
         tiny.decompress(b"GIF8" + small_file[4:])
