@@ -66,6 +66,8 @@ def _encode(args: argparse.Namespace) -> None:
 
     with sigterm_as_interrupt():
         if args.output_dir is not None:
+            if args.bpp is not None or args.psnr is not None:
+                raise UsageError("--bpp and --psnr apply to one file at a time (no -o)")
             out = _output_dir(args, {AEC_SUFFIX})
             return _batch_done(compress_files(args.files, out, args.quality, args.model,
                                               _workers(args), args.force, progress=True))
@@ -81,7 +83,11 @@ def _encode_one(src: Path, dst: Path, args: argparse.Namespace) -> None:
     if dst.suffix.lower() in image_suffixes():
         raise UsageError(f"{dst}: an image name for a .aec output; to compress several images, use -o DIR")
     codec = load(args.model)
-    data = codec.compress(open_image(src), args.quality)
+    image = open_image(src)
+    if args.bpp is not None or args.psnr is not None:
+        data = codec.compress_to(image, bpp=args.bpp, psnr=args.psnr)
+    else:
+        data = codec.compress(image, args.quality)
     write_atomic(dst, data, overwrite=args.force)
     i = codec.info(data)
     print(f"{dst}: {i.width}x{i.height} {i.mode}, quality {i.quality}, {i.bytes} bytes, {i.bpp:.3f} bpp")
@@ -202,6 +208,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_file_args(p, "input images", "aec")
     p.add_argument("--model", default="rvq", help="shipped model name or path to a .safetensors model")
     p.add_argument("--quality", "-q", type=int, default=None, help="quality level, 1 = smallest file")
+    target = p.add_mutually_exclusive_group()
+    target.add_argument("--bpp", type=float, default=None, help="the largest file within this many bits per pixel")
+    target.add_argument("--psnr", type=float, default=None, help="the smallest file reaching this PSNR (dB)")
     p.set_defaults(func=_encode)
     p = sub.add_parser("decode", help="decompress .aec to images (format from the extension or --format)",
                        usage="aecodec decode INPUT OUTPUT [options]\n"

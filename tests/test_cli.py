@@ -135,3 +135,13 @@ def test_truncate_and_preview(capsys, tmp_path, png, tiny_path):
     assert code == 2 and "only 2" in err and not (tmp_path / "up.aec").exists()
     code, _, _ = run(capsys, "decode", full, tmp_path / "p.png", "--preview", "--model", tiny_path)
     assert code == 0 and (tmp_path / "p.png").exists()
+
+
+def test_encode_to_a_rate(capsys, tmp_path, png, tiny_path):
+    out = tmp_path / "r.aec"
+    code, _, _ = run(capsys, "encode", png, out, "--model", tiny_path, "--bpp", "2.0")
+    assert code == 0 and 8 * out.stat().st_size <= 2.0 * 50 * 30
+    code, _, err = run(capsys, "encode", png, tmp_path / "s.aec", "--model", tiny_path, "--bpp", "0.01")
+    assert code == 2 and "below the smallest file" in err
+    code, _, err = run(capsys, "encode", png, "-o", tmp_path / "dir", "--model", tiny_path, "--psnr", "20")
+    assert code == 2 and "one file at a time" in err
