@@ -16,6 +16,7 @@ from torch import nn
 from . import bottlenecks
 from .entropy import IndexEntropyModel
 from .errors import ModelError
+from .imageio import write_atomic
 from .transforms import Analysis, Synthesis
 
 
@@ -50,6 +51,7 @@ class AutoEncoder(nn.Module):
         )
         self.synthesis = Synthesis(config.channels, config.latent)
         self.entropy: IndexEntropyModel | None = None
+        self.fingerprint: bytes = b""  # set when loaded from bytes: identifies weights + tables
 
     def forward(self, x: torch.Tensor, sections: torch.Tensor | None = None):
         out = self.bottleneck(self.analysis(x), sections)
@@ -81,8 +83,6 @@ class AutoEncoder(nn.Module):
         return model.eval()
 
     def save(self, path: Path) -> None:
-        from .imageio import write_atomic
-
         write_atomic(Path(path), self.to_bytes())
 
     @classmethod
