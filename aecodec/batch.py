@@ -82,6 +82,13 @@ class Summary:
     def total(self) -> int:
         return self.done + self.skipped + self.failed
 
+    def merge(self, other: "Summary") -> "Summary":
+        """One summary for two batches (e.g. partitions compressed on different machines)."""
+        summed = ("done", "skipped", "failed", "bytes_in", "bytes_out", "coded_bytes", "pixels",
+                  "failures", "stale_removed")
+        return Summary(**{f: getattr(self, f) + getattr(other, f) for f in summed},
+                       _codes=self._codes | other._codes)
+
     @property
     def bpp(self) -> float | None:
         """Bits per pixel over all files done: total .aec bits / total pixels."""
