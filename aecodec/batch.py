@@ -231,7 +231,7 @@ class _Task:
     kind: str  # "encode" or "decode"
     model: object  # a Codec (in-process), a name or path for load(), an exported model's bytes,
     # or None (decode: the shipped model each file names)
-    quality: int | None = None
+    target: dict = field(default_factory=dict)  # encode: Codec.compress's quality, refine, bpp, psnr
     stages: int | None = None
     force: bool = False
 
@@ -282,7 +282,7 @@ class _Task:
 
         codec = self.codec()
         img = open_image(job.src)
-        data = codec.compress(img, self.quality)
+        data = codec.compress(img, **self.target)
         write_atomic(job.dst, data, overwrite=self.force)
         size = job.src.stat().st_size
         return Outcome(job.src, job.dst, "done", size, len(data), len(data), img.width * img.height)
@@ -505,12 +505,12 @@ def _resolve_model(model: ModelSpec | None, workers: int):
     return codec, model if isinstance(model, str) else os.fspath(model)
 
 
-def _encode(pairs: list[tuple[Path, Path]], quality: int | None, model: ModelSpec, workers: int,
+def _encode(pairs: list[tuple[Path, Path]], target: dict, model: ModelSpec, workers: int,
             force: bool, progress: bool) -> Summary:
     workers = _workers(workers)
     codec, spec = _resolve_model(model, workers)
-    codec.stages_for(quality)  # a bad quality is a usage error before any work
-    return _run(_Task("encode", spec, quality=quality, force=force), pairs, workers, progress)
+    codec.check_target(**target)  # a bad target is a usage error before any work
+    return _run(_Task("encode", spec, target=target, force=force), pairs, workers, progress)
 
 
 def _decode(pairs: list[tuple[Path, Path]], model: ModelSpec | None, stages: int | None,
@@ -524,22 +524,31 @@ def _decode(pairs: list[tuple[Path, Path]], model: ModelSpec | None, stages: int
 
 def compress_files(inputs: Iterable[PathLike], dst: PathLike, quality: int | None = None,
                    model: ModelSpec = "rvq", workers: int = 1, force: bool = False,
-                   progress: bool = False) -> Summary:
+                   progress: bool = False, **target: float | None) -> Summary:
     """Compress each input image to ``dst/<stem>.aec``; what ``aecodec encode ... -o DIR`` runs.
 
     ``workers`` > 1 runs that many processes (0: one per CPU core). Failures are collected in
     the Summary (``summary.check()`` raises if any); ``progress`` draws a bar on stderr and
-    reports each failure there as it happens.
+    reports each failure there as it happens. ``target`` takes Codec.compress's ``refine``,
+    ``bpp`` or ``psnr``, applied to every image.
     """
     out = Path(dst)
     pairs = [(Path(p), out / (Path(p).stem + AEC_SUFFIX)) for p in inputs]
-    return _encode(pairs, quality, model, workers, force, progress)
+    return _encode(pairs, _target(quality, target), model, workers, force, progress)
+
+
+def _target(quality: int | None, target: dict) -> dict:
+    unknown = set(target) - {"refine", "bpp", "psnr"}
+    if unknown:
+        raise TypeError(f"unexpected arguments {sorted(unknown)}")
+    return {"quality": quality} | {k: v for k, v in target.items() if v is not None}
 
 
 def compress_folder(src: PathLike, dst: PathLike, quality: int | None = None, model: ModelSpec = "rvq",
                     workers: int = 1, force: bool = False, pattern: str = "*",
-                    progress: bool = False) -> Summary:
-    """Compress the images in ``src`` matching ``pattern`` to ``.aec`` files in ``dst``.
+                    progress: bool = False, **target: float | None) -> Summary:
+    """Compress the images in ``src`` matching ``pattern`` to ``.aec`` files in ``dst``
+    (``target`` as for ``compress_files``).
 
     Only files Pillow can open are taken (not hidden files, not .aec), so ``"*"`` works on a
     folder of mixed files; a recursive pattern (``"**/*.jpg"``) mirrors subfolders in ``dst``.
@@ -550,7 +559,7 @@ def compress_folder(src: PathLike, dst: PathLike, quality: int | None = None, mo
              if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in suffixes]
     out = Path(dst)
     pairs = [(p, out / p.relative_to(src_dir).with_suffix(AEC_SUFFIX)) for p in files]
-    return _encode(pairs, quality, model, workers, force, progress)
+    return _encode(pairs, _target(quality, target), model, workers, force, progress)
 
 
 def decompress_files(inputs: Iterable[PathLike], dst: PathLike, format: str = "png",  # noqa: A002

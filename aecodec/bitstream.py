@@ -18,6 +18,7 @@ from .imageio import MAX_PIXELS, MODES
 MAGIC = b"\x89AEC"
 VERSION = 1
 FLAG_ALPHA = 0x01
+FLAG_REFINE = 0x02
 MAX_SECTIONS = 255
 _MODEL_ID = re.compile(rb"[a-z0-9][a-z0-9_.-]{0,31}")
 _FIXED = struct.Struct("<8sIIBB")  # fingerprint, width, height, mode, sections
@@ -38,6 +39,7 @@ class AecFile:
     header: Header
     sections: list[bytes]
     alpha: bytes | None  # zlib stream of the (height, width) alpha plane
+    refinement: bytes | None = None  # pixel residual over all the stages (see aecodec.refine)
 
 
 def write(f: AecFile) -> bytes:
@@ -45,13 +47,14 @@ def write(f: AecFile) -> bytes:
     if len(f.sections) != h.sections or not 1 <= h.sections <= MAX_SECTIONS:
         raise ValueError("section count does not match the header")
     model = h.model.encode("ascii")
-    flags = FLAG_ALPHA if f.alpha is not None else 0
+    extras = [x for x in (f.refinement, f.alpha) if x is not None]
+    flags = (FLAG_ALPHA if f.alpha is not None else 0) | (FLAG_REFINE if f.refinement is not None else 0)
     head = bytearray(MAGIC + bytes([VERSION, flags, len(model)]) + model)
     head += _FIXED.pack(h.fingerprint, h.width, h.height, MODES.index(h.mode), h.sections)
-    lengths = [len(s) for s in f.sections] + ([len(f.alpha)] if f.alpha is not None else [])
+    lengths = [len(s) for s in f.sections + extras]
     head += struct.pack(f"<{len(lengths)}I", *lengths)
     head += struct.pack("<I", zlib.crc32(head))
-    payload = b"".join(f.sections) + (f.alpha or b"")
+    payload = b"".join(f.sections + extras)
     return bytes(head) + payload + struct.pack("<I", zlib.crc32(payload))
 
 
@@ -65,7 +68,7 @@ def read(data: bytes) -> AecFile:
     version, flags, id_len = data[4], data[5], data[6]
     if version != VERSION:
         raise FormatError(f"format version {version} is not supported (this aecodec reads version {VERSION})")
-    if flags & ~FLAG_ALPHA:
+    if flags & ~(FLAG_ALPHA | FLAG_REFINE):
         raise FormatError(f"unknown flags 0x{flags:02x} in header")
     pos = 7 + id_len
     if len(data) < pos + _FIXED.size:
@@ -75,7 +78,7 @@ def read(data: bytes) -> AecFile:
         raise FormatError("invalid model id in header")
     fingerprint, width, height, mode, n_sec = _FIXED.unpack_from(data, pos)
     pos += _FIXED.size
-    n_len = n_sec + (1 if flags & FLAG_ALPHA else 0)
+    n_len = n_sec + (1 if flags & FLAG_ALPHA else 0) + (1 if flags & FLAG_REFINE else 0)
     if len(data) < pos + 4 * n_len + 4:
         raise FormatError("truncated .aec header")
     lengths = struct.unpack_from(f"<{n_len}I", data, pos)
@@ -104,17 +107,21 @@ def read(data: bytes) -> AecFile:
         pos += n
     header = Header(model.decode("ascii"), fingerprint, width, height, MODES[mode], n_sec)
     alpha = chunks.pop() if flags & FLAG_ALPHA else None
-    return AecFile(header, chunks, alpha)
+    refinement = chunks.pop() if flags & FLAG_REFINE else None
+    return AecFile(header, chunks, alpha, refinement)
+
+
+def first_stages(f: AecFile, sections: int) -> AecFile:
+    """The file with only its first ``sections`` stages and no refinement (which refines the
+    image of all the stages): exactly what the encoder writes at that stage count, because
+    stage s never depends on later stages."""
+    if not 1 <= sections <= f.header.sections:
+        raise FormatError(f"cannot keep {sections} of the file's {f.header.sections} stages")
+    return AecFile(replace(f.header, sections=sections), f.sections[:sections], f.alpha)
 
 
 def truncate(data: bytes, sections: int) -> bytes:
-    """The file with only its first ``sections`` stages: exactly what the encoder writes at that
-    stage count, because stage s never depends on later stages."""
-    f = read(data)
-    if not 1 <= sections <= f.header.sections:
-        raise FormatError(f"cannot keep {sections} of the file's {f.header.sections} stages")
-    header = replace(f.header, sections=sections)
-    return write(AecFile(header, f.sections[:sections], f.alpha))
+    return write(first_stages(read(data), sections))
 
 
 def pack_alpha(plane) -> bytes:

@@ -66,11 +66,9 @@ def _encode(args: argparse.Namespace) -> None:
 
     with sigterm_as_interrupt():
         if args.output_dir is not None:
-            if args.bpp is not None or args.psnr is not None:
-                raise UsageError("--bpp and --psnr apply to one file at a time (no -o)")
             out = _output_dir(args, {AEC_SUFFIX})
-            return _batch_done(compress_files(args.files, out, args.quality, args.model,
-                                              _workers(args), args.force, progress=True))
+            return _batch_done(compress_files(args.files, out, args.quality, args.model, _workers(args),
+                                              args.force, progress=True, **_target(args)))
         _encode_one(*_single(args, "encode"), args)
 
 
@@ -83,14 +81,21 @@ def _encode_one(src: Path, dst: Path, args: argparse.Namespace) -> None:
     if dst.suffix.lower() in image_suffixes():
         raise UsageError(f"{dst}: an image name for a .aec output; to compress several images, use -o DIR")
     codec = load(args.model)
-    image = open_image(src)
-    if args.bpp is not None or args.psnr is not None:
-        data = codec.compress_to(image, bpp=args.bpp, psnr=args.psnr)
-    else:
-        data = codec.compress(image, args.quality)
+    codec.check_target(args.quality, **_target(args))
+    data = codec.compress(open_image(src), args.quality, **_target(args))
     write_atomic(dst, data, overwrite=args.force)
     i = codec.info(data)
-    print(f"{dst}: {i.width}x{i.height} {i.mode}, quality {i.quality}, {i.bytes} bytes, {i.bpp:.3f} bpp")
+    print(f"{dst}: {i.width}x{i.height} {i.mode}, {_level(i)}, {i.bytes} bytes, {i.bpp:.3f} bpp")
+
+
+def _target(args: argparse.Namespace) -> dict:
+    return {"refine": args.refine, "bpp": args.bpp, "psnr": args.psnr}
+
+
+def _level(i) -> str:
+    """'quality 4', or the stage count where it is no quality level, plus any refinement."""
+    level = f"quality {i.quality}" if i.quality is not None else f"{i.stages} stages"
+    return level + (f" + refinement step {i.refine}" if i.refine else "")
 
 
 def _decode(args: argparse.Namespace) -> None:
@@ -123,10 +128,10 @@ def _truncate(args: argparse.Namespace) -> None:
     data = _read_bytes(src)
     with naming(src):
         codec = _file_codec(args.model, data)
-        out = codec.truncate(data, args.quality)
+        out = codec.truncate(data, args.quality, args.bpp)
     write_atomic(dst, out, overwrite=args.force)
     i = codec.info(out)
-    print(f"{dst}: quality {i.quality}, {i.bytes} bytes ({len(data)} before), {i.bpp:.3f} bpp")
+    print(f"{dst}: {_level(i)}, {i.bytes} bytes ({len(data)} before), {i.bpp:.3f} bpp")
 
 
 def _info(args: argparse.Namespace) -> None:
@@ -138,6 +143,7 @@ def _info(args: argparse.Namespace) -> None:
     print(f"model:       {i.model} (fingerprint {i.fingerprint})")
     print(f"image:       {i.width}x{i.height} {i.mode}")
     print(f"quality:     {quality} ({i.stages} stages)")
+    print(f"refinement:  {f'step {i.refine} (max error {i.refine // 2})' if i.refine else 'none'}")
     print(f"size:        {i.bytes} bytes, {i.bpp:.4f} bits per pixel")
 
 
@@ -177,7 +183,7 @@ def _train(args: argparse.Namespace) -> None:
     from .train import TrainConfig, train
 
     cfg = TrainConfig(data=args.data, out=args.out, steps=args.steps, batch_size=args.batch_size,
-                      crop=args.crop, lr=args.lr, warmup=args.warmup, seed=args.seed,
+                      crop=args.crop, lr=args.lr, lr_warmup=args.lr_warmup, warmup=args.warmup, seed=args.seed,
                       device=args.device, threads=args.threads,
                       checkpoint_minutes=args.checkpoint_minutes, val_count=args.val_count)
     qualities = [int(q) for q in args.qualities.split(",")] if args.qualities else \
@@ -208,9 +214,13 @@ def build_parser() -> argparse.ArgumentParser:
     _add_file_args(p, "input images", "aec")
     p.add_argument("--model", default="rvq", help="shipped model name or path to a .safetensors model")
     p.add_argument("--quality", "-q", type=int, default=None, help="quality level, 1 = smallest file")
+    p.add_argument("--refine", type=int, default=None, metavar="STEP",
+                   help="add a refinement layer: no sample off by more than STEP // 2 (1: lossless on this machine)")
     target = p.add_mutually_exclusive_group()
-    target.add_argument("--bpp", type=float, default=None, help="the largest file within this many bits per pixel")
-    target.add_argument("--psnr", type=float, default=None, help="the smallest file reaching this PSNR (dB)")
+    target.add_argument("--bpp", type=float, default=None,
+                        help="instead of a quality: the largest file within this many bits per pixel")
+    target.add_argument("--psnr", type=float, default=None,
+                        help="instead of a quality: the smallest file reaching this PSNR (dB)")
     p.set_defaults(func=_encode)
     p = sub.add_parser("decode", help="decompress .aec to images (format from the extension or --format)",
                        usage="aecodec decode INPUT OUTPUT [options]\n"
@@ -225,7 +235,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("truncate", help="drop the finest stages of a .aec file, without re-encoding")
     p.add_argument("input")
     p.add_argument("output")
-    p.add_argument("--quality", "-q", type=int, required=True, help="the lower quality level to keep")
+    keep = p.add_mutually_exclusive_group(required=True)
+    keep.add_argument("--quality", "-q", type=int, help="the lower quality level to keep")
+    keep.add_argument("--bpp", type=float, help="keep the most stages within this many bits per pixel")
     p.add_argument("--model", default=None, help="model whose quality table to use (default: the file's)")
     p.add_argument("--force", action="store_true", help="overwrite an existing output")
     p.set_defaults(func=_truncate)
@@ -246,6 +258,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--crop", type=int, default=128)
     p.add_argument("--lr", type=float, default=5e-4)
+    p.add_argument("--lr-warmup", type=int, default=300,
+                   help="steps of linear learning-rate warm-up when the optimiser starts cold (new run or --init)")
     p.add_argument("--warmup", type=int, default=500)
     p.add_argument("--channels", type=int, default=96)
     p.add_argument("--latent", type=int, default=96)

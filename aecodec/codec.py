@@ -5,9 +5,11 @@ Data flows one way: image -> planes -> padded tensor -> latent -> symbols -> byt
 
 from __future__ import annotations
 
+import bisect
 import functools
+import math
 from collections import defaultdict
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -15,10 +17,10 @@ import numpy as np
 import torch
 from PIL import Image
 
-from . import bitstream
+from . import bitstream, refine
 from .errors import FormatError, ModelError, UsageError
-from .metrics import psnr as psnr_of
-from .imageio import Planes, from_planes, pad_to_stride, to_planes
+from .imageio import Planes, colour_of, from_planes, pad_to_stride, to_planes
+from .metrics import psnr_arrays
 from .model import AutoEncoder
 from .transforms import STRIDE, analyse, synthesise
 
@@ -60,6 +62,7 @@ class Info:
     stages: int
     quality: int | None  # the quality level with this many stages, if any
     bytes: int
+    refine: int | None = None  # the refinement layer's quantizer step, if the file has one
 
     @property
     def bpp(self) -> float:
@@ -89,70 +92,95 @@ class Codec:
         return self.stages_per_quality[q - 1]
 
     # -- compression --------------------------------------------------------------------
-    def compress(self, image: Image.Image, quality: int | None = None) -> bytes:
-        """A complete .aec file for ``image`` at ``quality`` (1 = smallest)."""
-        return self.compress_batch([image], quality)[0]
+    def compress(self, image: Image.Image, quality: int | None = None, *, refine: int | None = None,
+                 bpp: float | None = None, psnr: float | None = None) -> bytes:
+        """A complete .aec file for ``image``: at ``quality`` (1 = smallest), optionally with a
+        refinement layer of step ``refine`` (see ``compress_batch``); or the largest file within
+        ``bpp`` bits per pixel; or the smallest file whose PSNR reaches ``psnr`` dB."""
+        self.check_target(quality, refine, bpp, psnr)
+        if bpp is None and psnr is None:
+            return self.compress_batch([image], quality, refine=refine)[0]
+        return self._compress_to(image, bpp, psnr)
+
+    def check_target(self, quality: int | None = None, refine: int | None = None,
+                     bpp: float | None = None, psnr: float | None = None) -> None:
+        """UsageError for a target that makes no sense, before any work is done."""
+        if bpp is None and psnr is None:
+            self.stages_for(quality)
+            if refine is not None and not 1 <= refine <= 255:
+                raise UsageError(f"refinement step {refine} is outside 1..255")
+        elif sum(x is not None for x in (quality, refine, bpp, psnr)) > 1:
+            raise UsageError("give one target: a quality (and refinement step), a bpp or a PSNR")
+        elif not (bpp or psnr or 0) > 0 or not math.isfinite(bpp or psnr):
+            raise UsageError(f"target {bpp or psnr} must be a positive number")
 
     @torch.inference_mode()
     def compress_batch(self, images: Sequence[Image.Image], quality: int | None = None,
-                       batch_size: int = 8) -> list[bytes]:
-        """Compress many images; those of the same padded size go through the network together."""
+                       batch_size: int = 8, refine: int | None = None) -> list[bytes]:
+        """Compress many images; those of the same padded size go through the network together.
+        ``refine`` adds a refinement layer with that quantizer step: no sample is then off by
+        more than ``refine // 2`` (1 is lossless on the encoding machine)."""
+        self.check_target(quality, refine)
         stages = self.stages_for(quality)
         planes = [to_planes(img) for img in images]
         out: list[bytes | None] = [None] * len(planes)
         for idx in _batches(planes, lambda p: _padded(p.rgb.shape[-2:]), batch_size):
-            x = pad_to_stride(torch.stack([planes[i].rgb for i in idx]), STRIDE)
+            group = [planes[i] for i in idx]
+            x = pad_to_stride(torch.stack([p.rgb for p in group]), STRIDE)
             symbols = self.model.bottleneck.encode(analyse(self.model.analysis, x), stages)
-            for j, i in enumerate(idx):
-                out[i] = self._pack(planes[i], symbols[:, j])
+            bases = self._reconstruct(symbols, group) if refine else [None] * len(idx)
+            for j, (i, p) in enumerate(zip(idx, group)):
+                out[i] = self._container(p, self.model.entropy.encode(symbols[:, j]), _refinement(p, bases[j], refine))
         return out  # type: ignore[return-value]
 
-    def _pack(self, p: Planes, symbols: np.ndarray) -> bytes:
-        return self._container(p, self.model.entropy.encode(symbols))
-
-    def _container(self, p: Planes, sections: list[bytes]) -> bytes:
-        header = bitstream.Header(self.name, self.fingerprint, p.rgb.shape[2], p.rgb.shape[1],
+    def _container(self, p: Planes, sections: list[bytes], refinement: bytes | None = None) -> bytes:
+        header = bitstream.Header(self.name, self.fingerprint, p.width, p.height,
                                   p.mode, len(sections))
         alpha = bitstream.pack_alpha(p.alpha) if p.alpha is not None else None
-        return bitstream.write(bitstream.AecFile(header, sections, alpha))
+        return bitstream.write(bitstream.AecFile(header, sections, alpha, refinement))
+
+    def _reconstruct(self, symbols: np.ndarray, planes: Sequence[Planes | bitstream.Header]) -> list[np.ndarray]:
+        """Symbols (stages, B, h, w) -> the decoded colour planes of each image, cropped."""
+        x_hat = synthesise(self.model.synthesis, self.model.bottleneck.decode(symbols))
+        return [colour_of(x_hat[j, :, : p.height, : p.width], p.mode) for j, p in enumerate(planes)]
 
     # -- rate control -------------------------------------------------------------------
     @torch.inference_mode()
-    def compress_to(self, image: Image.Image, bpp: float | None = None,
-                    psnr: float | None = None) -> bytes:
-        """The largest file within ``bpp`` bits per pixel, or the smallest whose PSNR reaches
-        ``psnr`` dB. The image is encoded once: a file with fewer stages is a prefix of the
-        stages (see ``truncate``), so every candidate costs only its container."""
-        if (bpp is None) == (psnr is None):
-            raise UsageError("give exactly one target: bpp or psnr")
+    def _compress_to(self, image: Image.Image, bpp: float | None, psnr: float | None) -> bytes:
+        """The largest file within ``bpp``, or the smallest reaching ``psnr``. The image goes
+        through the analysis once: a file with fewer stages is a prefix of the stages (see
+        ``truncate``). A refinement layer spends the bits the stages leave unused, or reaches a
+        PSNR they cannot (or with fewer bytes)."""
         p = to_planes(image)
-        symbols = self.model.bottleneck.encode(
-            analyse(self.model.analysis, pad_to_stride(p.rgb[None], STRIDE)), self.model.bottleneck.sections
-        )[:, 0]
-        sections = self.model.entropy.encode(symbols)
-        files = [self._container(p, sections[:n]) for n in range(1, len(sections) + 1)]
-        pixels = p.rgb.shape[1] * p.rgb.shape[2]
-        if bpp is not None:
-            fitting = [f for f in files if 8 * len(f) <= bpp * pixels]
-            if not fitting:
-                raise UsageError(f"{bpp} bpp is below the smallest file ({8 * len(files[0]) / pixels:.3f} bpp)")
-            return fitting[-1]
-        return files[self._fewest_stages(symbols, p, psnr) - 1]
+        stages = self.model.bottleneck.sections
+        symbols = self.model.bottleneck.encode(analyse(self.model.analysis, pad_to_stride(p.rgb[None], STRIDE)), stages)
+        sections = self.model.entropy.encode(symbols[:, 0])
+        base = functools.cache(lambda n: self._reconstruct(symbols[:n], [p])[0])
+        steps = range(1, 256)
 
-    def _fewest_stages(self, symbols: np.ndarray, p: Planes, target: float) -> int:
-        """Binary search for the fewest stages whose decoded PSNR reaches ``target`` (PSNR
-        grows with stages); all of them if none does."""
-        reference = from_planes((p.rgb * 255).round().to(torch.uint8), p.mode, None)
-        h, w = p.rgb.shape[1:]
-        lo, hi = 1, len(symbols)
-        while lo < hi:
-            mid = (lo + hi) // 2
-            decoded = synthesise(self.model.synthesis, self.model.bottleneck.decode(symbols[:mid, None]))
-            if psnr_of(reference, from_planes(decoded[0, :, :h, :w], p.mode, None)) >= target:
-                hi = mid
-            else:
-                lo = mid + 1
-        return lo
+        def file(n: int, step: int | None = None) -> bytes:
+            return self._container(p, sections[:n], _refinement(p, base(n), step))
+
+        if bpp is not None:
+            fits = lambda f: 8 * len(f) <= bpp * p.width * p.height  # noqa: E731
+            n = bisect.bisect_left(range(1, stages + 1), True, key=lambda n: not fits(file(n)))
+            if n == 0:
+                raise UsageError(f"{bpp} bpp is below the smallest file ({8 * len(file(1)) / p.colour[0].size:.3f} bpp)")
+            i = bisect.bisect_left(steps, True, key=lambda step: fits(file(n, step)))
+            return file(n, steps[i]) if i < len(steps) else file(n)
+
+        def reaches(n: int, step: int | None = None) -> bool:
+            decoded = base(n) if step is None else refine.apply(base(n), refine.quantize(p.colour, base(n), step), step)
+            return psnr_arrays(p.colour, decoded) >= psnr
+
+        n = 1 + bisect.bisect_left(range(1, stages + 1), True, key=reaches)
+        candidates = [file(n)] if n <= stages else []
+        # fewer stages plus a refinement can be smaller; where no stage count reaches, only that can
+        m = min(n - 1, stages)
+        if m >= 1:
+            i = bisect.bisect_left(steps, True, key=lambda step: not reaches(m, step))
+            candidates.append(file(m, steps[max(i - 1, 0)]))  # step 1 is lossless, so it reaches
+        return min(candidates, key=len)
 
     # -- decompression ------------------------------------------------------------------
     def decompress(self, data: bytes, stages: int | None = None) -> Image.Image:
@@ -167,20 +195,22 @@ class Codec:
         if stages is not None:
             if stages < 1:
                 raise UsageError(f"cannot decode {stages} stages")
-            files = [_first_stages(f, stages) for f in files]
+            files = [f if stages >= f.header.sections else bitstream.first_stages(f, stages) for f in files]
         symbols = [self._symbols(f) for f in files]
+        residuals = [_residual(f) for f in files]  # decoded before the network: junk fails fast
         out: list[Image.Image | None] = [None] * len(files)
         key = lambda f: (_padded((f.header.height, f.header.width)), f.header.sections)  # noqa: E731
         for idx in _batches(files, key, batch_size):
-            latent = self.model.bottleneck.decode(np.stack([symbols[i] for i in idx], axis=1))
-            x_hat = synthesise(self.model.synthesis, latent)
-            for j, i in enumerate(idx):
+            colours = self._reconstruct(np.stack([symbols[i] for i in idx], axis=1), [files[i].header for i in idx])
+            for colour, i in zip(colours, idx):
                 h = files[i].header
+                if residuals[i] is not None:
+                    colour = refine.apply(colour, residuals[i][1], residuals[i][0])
                 alpha = None
                 if files[i].alpha is not None:
                     raw = bitstream.unpack_alpha(files[i].alpha, h.width, h.height)
                     alpha = np.frombuffer(raw, np.uint8).reshape(h.height, h.width)
-                out[i] = from_planes(x_hat[j, :, : h.height, : h.width], h.mode, alpha)
+                out[i] = from_planes(colour, h.mode, alpha)
         return out  # type: ignore[return-value]
 
     def _check(self, f: bitstream.AecFile) -> bitstream.AecFile:
@@ -204,18 +234,34 @@ class Codec:
     def info(self, data: bytes) -> Info:
         return info(data, self)
 
-    def truncate(self, data: bytes, quality: int) -> bytes:
-        """Cut a file down to ``quality`` without re-encoding; byte-identical to compressing
-        the image at that quality."""
-        have, want = self._check(bitstream.read(data)).header.sections, self.stages_for(quality)
+    def truncate(self, data: bytes, quality: int | None = None, bpp: float | None = None) -> bytes:
+        """Cut a file down to ``quality``, or to the most stages within ``bpp``, without
+        re-encoding; byte-identical to compressing the image at that stage count."""
+        f = self._check(bitstream.read(data))
+        have = f.header.sections
+        if (quality is None) == (bpp is None):
+            raise UsageError("give exactly one target: quality or bpp")
+        if bpp is not None:
+            cuts = [bitstream.write(bitstream.first_stages(f, n)) for n in range(1, have + 1)]
+            fitting = [c for c in cuts if 8 * len(c) <= bpp * f.header.width * f.header.height]
+            if not fitting:
+                raise UsageError(f"{bpp} bpp is below the file's first stage ({8 * len(cuts[0]) / (f.header.width * f.header.height):.3f} bpp)")
+            return fitting[-1]
+        want = self.stages_for(quality)
         if want > have:
             raise UsageError(f"quality {quality} needs {want} stages; the file has only {have}")
-        return bitstream.truncate(data, want)
+        return bitstream.write(bitstream.first_stages(f, want))
 
 
-def _first_stages(f: bitstream.AecFile, stages: int) -> bitstream.AecFile:
-    n = min(stages, f.header.sections)
-    return replace(f, header=replace(f.header, sections=n), sections=f.sections[:n])
+def _refinement(p: Planes, base: np.ndarray | None, step: int | None) -> bytes | None:
+    return None if step is None else refine.encode(refine.quantize(p.colour, base, step), step)
+
+
+def _residual(f: bitstream.AecFile) -> tuple[int, np.ndarray] | None:
+    if f.refinement is None:
+        return None
+    h = f.header
+    return refine.decode(f.refinement, 1 if h.mode in ("L", "LA") else 3, h.height, h.width)
 
 
 def _padded(size: Iterable[int]) -> tuple[int, int]:
@@ -235,7 +281,8 @@ def _batches(items: Sequence, key, batch_size: int) -> Iterable[list[int]]:
 
 def info(data: bytes, codec: Codec | None = None) -> Info:
     """What a .aec file holds, validated; ``quality`` is looked up in its model if installed."""
-    h = bitstream.read(data).header
+    f = bitstream.read(data)
+    h = f.header
     quality = None
     try:
         c = codec or load(h.model)
@@ -243,7 +290,8 @@ def info(data: bytes, codec: Codec | None = None) -> Info:
             quality = c.stages_per_quality.index(h.sections) + 1
     except ModelError:
         pass
-    return Info(h.model, h.fingerprint.hex(), h.width, h.height, h.mode, h.sections, quality, len(data))
+    return Info(h.model, h.fingerprint.hex(), h.width, h.height, h.mode, h.sections, quality, len(data),
+                f.refinement[0] if f.refinement else None)
 
 
 def decompress(data: bytes) -> Image.Image:

@@ -13,7 +13,9 @@ so the CDF it builds is exact integer arithmetic too (see docs/FORMAT.md).
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from functools import cached_property
+from typing import Iterator
 
 import constriction
 import numpy as np
@@ -35,6 +37,72 @@ def normalize_counts(counts: np.ndarray) -> np.ndarray:
     bonus = (np.arange(k) < short[..., None]).astype(np.int64)
     np.put_along_axis(out, rank, np.take_along_axis(out, rank, -1) + bonus, -1)
     return out
+
+
+def categorical(table: np.ndarray) -> constriction.stream.model.Categorical:
+    """constriction's model for one row of ``normalize_counts`` (exact: see the module doc)."""
+    return constriction.stream.model.Categorical(table.astype(np.float64), perfect=False)
+
+
+def code_lengths(tables: np.ndarray) -> np.ndarray:
+    """Ideal code length in bits of each symbol of normalised tables, for rate estimates."""
+    return -np.log2((tables + 1.0) / (1 << PRECISION))
+
+
+def push_groups(coder: constriction.stream.stack.AnsCoder, symbols: np.ndarray,
+                ctx: np.ndarray, models: list) -> None:
+    """Encode ``symbols`` with ``models[ctx]``, group by group; ANS is a stack, so the groups
+    go on in reverse and ``pop_groups`` takes them off as g = 0, 1, ... (row-major within)."""
+    for g in reversed(range(len(models))):
+        sel = symbols[ctx == g]
+        if len(sel):
+            coder.encode_reverse(sel.astype(np.int32), models[g])
+
+
+def pop_groups(coder: constriction.stream.stack.AnsCoder, ctx: np.ndarray, models: list,
+               out: np.ndarray) -> None:
+    """Inverse of ``push_groups``: fill ``out`` (shaped like ``ctx``) in place."""
+    for g in range(len(models)):
+        mask = ctx == g
+        n = int(np.count_nonzero(mask))
+        if n:
+            out[mask] = coder.decode(models[g], n)
+
+
+@contextmanager
+def ans_reader(chunk: bytes, what: str) -> Iterator[constriction.stream.stack.AnsCoder]:
+    """A decoder over a stored chunk of little-endian u32 words. Junk, or words left over when
+    the block ends, raise FormatError naming ``what``."""
+    if len(chunk) % 4:
+        raise FormatError(f"{what} is not a whole number of 32-bit words")
+    try:
+        coder = constriction.stream.stack.AnsCoder(np.frombuffer(chunk, "<u4").astype(np.uint32))
+        yield coder
+        clean = coder.is_empty()
+    except (ValueError, RuntimeError, AssertionError) as exc:
+        raise FormatError(f"{what} does not decode ({exc})") from None
+    if not clean:
+        raise FormatError(f"{what} has data left over after decoding")
+
+
+def ans_bytes(coder: constriction.stream.stack.AnsCoder) -> bytes:
+    return coder.get_compressed().astype("<u4").tobytes()
+
+
+GEOMETRIC_STEPS = 128
+"""Two-sided geometric tables have decay theta = j / 128, j in 0..127."""
+
+
+def geometric_tables(half: int) -> np.ndarray:
+    """Normalised tables (128, 2*half+1) of P(q) ~ theta**|q| for q in -half..half, one per
+    theta = j/128. Built with integer arithmetic only, so every machine gets the same tables
+    from the one byte ``j`` a file stores."""
+    j = np.arange(GEOMETRIC_STEPS, dtype=np.int64)
+    w = np.empty((GEOMETRIC_STEPS, half + 1), dtype=np.int64)
+    w[:, 0] = 1 << 30
+    for k in range(1, half + 1):
+        w[:, k] = w[:, k - 1] * j // GEOMETRIC_STEPS
+    return normalize_counts(np.concatenate([w[:, :0:-1], w], axis=1))
 
 
 class IndexEntropyModel:
@@ -60,14 +128,7 @@ class IndexEntropyModel:
 
     @cached_property
     def _models(self) -> list[list[constriction.stream.model.Categorical]]:
-        tables = normalize_counts(self.counts).astype(np.float64)  # integers, exact in f64
-        return [[constriction.stream.model.Categorical(t, perfect=False) for t in row] for row in tables]
-
-    @cached_property
-    def bits(self) -> np.ndarray:
-        """Ideal code length in bits of each (section, group, symbol), for rate estimates."""
-        p = normalize_counts(self.counts) + 1.0
-        return -np.log2(p / (1 << PRECISION))
+        return [[categorical(t) for t in row] for row in normalize_counts(self.counts)]
 
     def encode(self, symbols: np.ndarray) -> list[bytes]:
         """Symbols (n, ...) -> one independent ANS chunk per section (little-endian u32 words)."""
@@ -76,32 +137,17 @@ class IndexEntropyModel:
         for s in range(len(flat)):
             ctx = self._context(s, flat[s - 1] if s else None, flat.shape[1])
             coder = constriction.stream.stack.AnsCoder()
-            for g in reversed(range(self.groups)):  # a stack: the decoder pops groups in order
-                sel = flat[s][ctx == g]
-                if len(sel):
-                    coder.encode_reverse(sel, self._models[s][g])
-            chunks.append(coder.get_compressed().astype("<u4").tobytes())
+            push_groups(coder, flat[s], ctx, self._models[s])
+            chunks.append(ans_bytes(coder))
         return chunks
 
     def decode(self, chunks: list[bytes], count: int) -> np.ndarray:
         """Inverse of ``encode``: ``count`` symbols per section. Raises FormatError on junk."""
         out = np.empty((len(chunks), count), dtype=np.int32)
         for s, chunk in enumerate(chunks):
-            if len(chunk) % 4:
-                raise FormatError(f"section {s} is not a whole number of 32-bit words")
             ctx = self._context(s, out[s - 1] if s else None, count)
-            try:
-                coder = constriction.stream.stack.AnsCoder(np.frombuffer(chunk, "<u4").astype(np.uint32))
-                for g in range(self.groups):
-                    mask = ctx == g
-                    n = int(mask.sum())
-                    if n:
-                        out[s][mask] = coder.decode(self._models[s][g], n)
-                clean = coder.is_empty()
-            except (ValueError, RuntimeError, AssertionError) as exc:
-                raise FormatError(f"section {s} does not decode ({exc})") from None
-            if not clean:
-                raise FormatError(f"section {s} has data left over after decoding")
+            with ans_reader(chunk, f"section {s}") as coder:
+                pop_groups(coder, ctx, self._models[s], out[s])
         return out
 
     def _context(self, section: int, previous: np.ndarray | None, count: int) -> np.ndarray:

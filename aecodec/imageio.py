@@ -30,11 +30,21 @@ class ConversionNote(UserWarning):
 
 @dataclass
 class Planes:
-    """An image as the codec sees it: colour in [0, 1] plus an optional 8-bit alpha plane."""
+    """An image as the codec sees it: the network's RGB input in [0, 1], the 8-bit colour
+    planes it must reproduce, and an optional 8-bit alpha plane."""
 
     rgb: torch.Tensor  # (3, H, W) float32
+    colour: np.ndarray  # (C, H, W) uint8: 1 plane for L/LA, 3 for RGB/RGBA
     mode: str  # one of MODES
     alpha: np.ndarray | None  # (H, W) uint8 for LA/RGBA
+
+    @property
+    def height(self) -> int:
+        return self.colour.shape[1]
+
+    @property
+    def width(self) -> int:
+        return self.colour.shape[2]
 
 
 def check_size(width: int, height: int, what: str) -> None:
@@ -90,17 +100,24 @@ def to_planes(img: Image.Image) -> Planes:
     if arr.ndim == 2:
         arr = arr[:, :, None]
     alpha = np.ascontiguousarray(arr[:, :, -1]) if img.mode in ("LA", "RGBA") else None
-    colour = arr[:, :, :1].repeat(3, axis=2) if img.mode in ("L", "LA") else arr[:, :, :3]
-    rgb = torch.from_numpy(np.ascontiguousarray(colour)).permute(2, 0, 1).float() / 255.0
-    return Planes(rgb, img.mode, alpha)
+    colour = np.ascontiguousarray(arr[:, :, :1] if img.mode in ("L", "LA") else arr[:, :, :3])
+    rgb = torch.from_numpy(colour).permute(2, 0, 1).float().expand(3, -1, -1) / 255.0
+    return Planes(rgb, colour.transpose(2, 0, 1), img.mode, alpha)
 
 
-def from_planes(rgb: torch.Tensor, mode: str, alpha: np.ndarray | None) -> Image.Image:
-    """(3, H, W) uint8 -> Pillow image in ``mode``."""
-    arr = rgb.permute(1, 2, 0).numpy()
-    img = Image.fromarray(np.ascontiguousarray(arr), "RGB")
+def colour_of(rgb: torch.Tensor, mode: str) -> np.ndarray:
+    """The network's (3, H, W) uint8 output -> the colour planes (C, H, W) of ``mode``; gray
+    is Pillow's ITU-R 601 luma of the RGB output."""
+    arr = np.ascontiguousarray(rgb.permute(1, 2, 0).numpy())
     if mode in ("L", "LA"):
-        img = img.convert("L")
+        return np.asarray(Image.fromarray(arr, "RGB").convert("L"))[None]
+    return arr.transpose(2, 0, 1)
+
+
+def from_planes(colour: np.ndarray, mode: str, alpha: np.ndarray | None) -> Image.Image:
+    """Colour planes (C, H, W) uint8 and alpha -> Pillow image in ``mode``."""
+    arr = np.ascontiguousarray(colour.transpose(1, 2, 0))
+    img = Image.fromarray(arr[:, :, 0], "L") if len(colour) == 1 else Image.fromarray(arr, "RGB")
     if alpha is not None:
         img = img.convert(mode)
         img.putalpha(Image.fromarray(alpha, "L"))

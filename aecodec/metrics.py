@@ -10,9 +10,12 @@ from PIL import Image
 
 def psnr(reference: Image.Image, decoded: Image.Image) -> float:
     """PSNR in dB over all channels of two same-size images (255 peak), converted to RGB."""
-    a = np.asarray(reference.convert("RGB"), dtype=np.float64)
-    b = np.asarray(decoded.convert("RGB"), dtype=np.float64)
-    mse = float(np.mean((a - b) ** 2))
+    return psnr_arrays(np.asarray(reference.convert("RGB")), np.asarray(decoded.convert("RGB")))
+
+
+def psnr_arrays(reference: np.ndarray, decoded: np.ndarray) -> float:
+    """PSNR in dB of two same-shape 8-bit arrays (255 peak)."""
+    mse = float(np.mean((reference.astype(np.float64) - decoded) ** 2))
     return math.inf if mse == 0 else 10 * math.log10(255.0**2 / mse)
 
 

@@ -37,6 +37,10 @@ class TrainConfig:
     batch_size: int = 16
     crop: int = 128
     lr: float = 5e-4
+    lr_warmup: int = 300
+    """Steps of linear learning-rate warm-up whenever the optimiser starts without saved state
+    (a new run or --init): Adam's first updates move every weight by about lr, which knocks a
+    trained model far off its optimum (measured: held-out PSNR fell 5 dB in 450 steps at 5e-4)."""
     warmup: int = 500
     """Steps as a plain autoencoder before the quantiser is switched on."""
     full_rate_fraction: float = 0.25
@@ -153,6 +157,7 @@ def train(cfg: TrainConfig, model_config: ModelConfig, resume: bool = False,
         step = cfg.warmup  # its codebooks are already trained
         print(f"initialised from {init}")
     model.train()
+    fresh_from = step if state is None else None  # the step the optimiser started cold
     needs_init = init is None and step <= cfg.warmup
     sections = model.bottleneck.sections
     log = open(out / "log.jsonl", "a")
@@ -168,6 +173,8 @@ def train(cfg: TrainConfig, model_config: ModelConfig, resume: bool = False,
             model.bottleneck.init_codebooks(lat, seed=cfg.seed)
             model.bottleneck.to(device)
         lr = cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * step / cfg.steps)))
+        if fresh_from is not None and step - fresh_from < cfg.lr_warmup:
+            lr *= (step - fresh_from + 1) / cfg.lr_warmup
         for group in opt.param_groups:
             group["lr"] = lr
         x = random_crops(train_imgs, cfg.batch_size, cfg.crop, rng).to(device)

@@ -20,7 +20,7 @@ from pathlib import Path
 import atheris
 
 with atheris.instrument_imports(include=["aecodec"]):
-    from aecodec import AecError, bitstream, entropy  # noqa: F401
+    from aecodec import AecError, bitstream, entropy, refine  # noqa: F401
     from aecodec.codec import Codec
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -39,7 +39,8 @@ def structured(data: bytes) -> bytes:
                               fdp.ConsumeIntInRange(1, 400), mode, n)
     sections = [fdp.ConsumeBytes(fdp.ConsumeIntInRange(0, 64)) for _ in range(n)]
     alpha = fdp.ConsumeBytes(fdp.ConsumeIntInRange(0, 64)) if mode in ("LA", "RGBA") else None
-    return bitstream.write(bitstream.AecFile(header, sections, alpha))
+    refinement = fdp.ConsumeBytes(fdp.ConsumeIntInRange(0, 256)) if fdp.ConsumeBool() else None
+    return bitstream.write(bitstream.AecFile(header, sections, alpha, refinement))
 
 
 def one_input(data: bytes) -> None:
@@ -53,8 +54,10 @@ def one_input(data: bytes) -> None:
 def seed(folder: Path) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     for i, (size, mode) in enumerate([((1, 1), "L"), ((40, 24), "RGB"), ((33, 17), "RGBA"), ((16, 48), "LA")]):
+        image = smooth_image(*size, seed=i, mode=mode)
         for q in CODEC.quality_levels:
-            (folder / f"seed-{i}-{q}.aec").write_bytes(CODEC.compress(smooth_image(*size, seed=i, mode=mode), q))
+            (folder / f"seed-{i}-{q}.aec").write_bytes(CODEC.compress(image, q))
+        (folder / f"seed-{i}-refined.aec").write_bytes(CODEC.compress(image, 2, refine=5))
 
 
 if __name__ == "__main__":

@@ -5,10 +5,14 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import numpy as np
 import pytest
+from PIL import Image
 
+import aecodec
 from aecodec import bitstream
 from aecodec.cli import main
+from aecodec.metrics import psnr
 
 from .conftest import smooth_image
 
@@ -143,5 +147,21 @@ def test_encode_to_a_rate(capsys, tmp_path, png, tiny_path):
     assert code == 0 and 8 * out.stat().st_size <= 2.0 * 50 * 30
     code, _, err = run(capsys, "encode", png, tmp_path / "s.aec", "--model", tiny_path, "--bpp", "0.01")
     assert code == 2 and "below the smallest file" in err
-    code, _, err = run(capsys, "encode", png, "-o", tmp_path / "dir", "--model", tiny_path, "--psnr", "20")
-    assert code == 2 and "one file at a time" in err
+    code, _, err = run(capsys, "encode", png, tmp_path / "t.aec", "--model", tiny_path, "--psnr", "20", "-q", "2")
+    assert code == 2 and "give one target" in err and not (tmp_path / "t.aec").exists()
+    code, _, _ = run(capsys, "encode", png, "-o", tmp_path / "dir", "--model", tiny_path, "--psnr", "40")
+    assert code == 0
+    data = (tmp_path / "dir" / "in.aec").read_bytes()
+    assert psnr(Image.open(png), aecodec.load(tiny_path).decompress(data)) >= 40
+
+
+def test_encode_with_refinement_and_info(capsys, tmp_path, png, tiny_path):
+    out = tmp_path / "r.aec"
+    code, stdout, _ = run(capsys, "encode", png, out, "--model", tiny_path, "-q", "1", "--refine", "5")
+    assert code == 0 and "refinement step 5" in stdout
+    back = np.asarray(aecodec.load(tiny_path).decompress(out.read_bytes()), dtype=int)
+    assert np.abs(back - np.asarray(Image.open(png).convert("RGB"), dtype=int)).max() <= 2
+    code, stdout, _ = run(capsys, "info", out)
+    assert code == 0 and "step 5 (max error 2)" in stdout
+    code, _, err = run(capsys, "encode", png, tmp_path / "x.aec", "--model", tiny_path, "--refine", "0")
+    assert code == 2 and "outside 1..255" in err

@@ -26,7 +26,7 @@ def _tiny():
         from aecodec.codec import Codec
 
         _codec = Codec(build_tiny_model())
-        _codec.valid = _codec.compress(smooth_image(40, 24, mode="RGBA"), 4)
+        _codec.valid = _codec.compress(smooth_image(40, 24, mode="RGBA"), 4, refine=7)
     return _codec
 
 
@@ -90,6 +90,7 @@ def test_well_formed_files_with_hostile_contents(data):
     )
     sections = [data.draw(st.binary(max_size=64)) for _ in range(n)]
     alpha = data.draw(st.one_of(st.none(), st.binary(max_size=64)))
+    refinement = data.draw(st.one_of(st.none(), st.binary(max_size=200)))
     mode = "RGBA" if alpha is not None else data.draw(st.sampled_from(["L", "RGB"]))
-    hostile = bitstream.AecFile(dataclasses.replace(header, mode=mode), sections, alpha)
+    hostile = bitstream.AecFile(dataclasses.replace(header, mode=mode), sections, alpha, refinement)
     _decode_or_clean_error(bitstream.write(hostile))

@@ -9,6 +9,7 @@ from PIL import Image
 
 from aecodec import UsageError
 from aecodec.imageio import ConversionNote
+from aecodec.metrics import psnr
 
 from .conftest import smooth_image
 
@@ -127,23 +128,57 @@ def test_preview_decodes_the_first_stages(tiny):
 def test_compress_to_a_rate_never_exceeds_it(tiny):
     img = smooth_image(96, 64)
     sizes = [len(tiny.compress(img, q)) for q in tiny.quality_levels]
-    for target in (sizes[0], (sizes[1] + sizes[2]) // 2, sizes[-1] * 2):
-        data = tiny.compress_to(img, bpp=8 * target / (96 * 64))
+    for target in (sizes[0], (sizes[1] + sizes[2]) // 2, sizes[-1] * 2, sizes[-1] * 20):
+        data = tiny.compress(img, bpp=8 * target / (96 * 64))
         assert len(data) <= target
         assert tiny.decompress(data).size == img.size
     with pytest.raises(UsageError, match="below the smallest file"):
-        tiny.compress_to(img, bpp=0.001)
+        tiny.compress(img, bpp=0.001)
 
 
-def test_compress_to_a_psnr_uses_the_fewest_stages_that_reach_it(tiny):
-    from aecodec.metrics import psnr
+def test_bits_the_stages_leave_unused_go_to_refinement(tiny):
+    img = smooth_image(96, 64)
+    full = tiny.compress(img, tiny.quality_levels[-1])
+    target = int(1.02 * len(tiny.compress(img, tiny.quality_levels[-1], refine=16)))
+    data = tiny.compress(img, bpp=8 * target / (96 * 64))
+    assert tiny.info(data).refine is not None
+    assert 0.95 * target <= len(data) <= target
+    assert psnr(img, tiny.decompress(data)) > psnr(img, tiny.decompress(full)) + 6
 
+
+def test_compress_to_a_psnr_reaches_it_with_few_bytes(tiny):
     img = smooth_image(96, 64)
     scores = [psnr(img, tiny.decompress(tiny.compress(img, q))) for q in tiny.quality_levels]
-    target = (scores[0] + scores[-1]) / 2
-    data = tiny.compress_to(img, psnr=target)
-    got = psnr(img, tiny.decompress(data))
-    assert got >= target
-    n = tiny.info(data).stages
-    if n > 1:
-        assert psnr(img, tiny.decompress(data, stages=n - 1)) < target
+    for target in ((scores[0] + scores[-1]) / 2, scores[-1] + 3, 99):
+        data = tiny.compress(img, psnr=target)
+        assert psnr(img, tiny.decompress(data)) >= target
+        n = tiny.info(data).stages
+        if n > 1 and tiny.info(data).refine is None:
+            assert psnr(img, tiny.decompress(data, stages=n - 1)) < target
+    with pytest.raises(UsageError, match="give one target"):
+        tiny.compress(img, 2, psnr=30)
+    with pytest.raises(UsageError, match="positive"):
+        tiny.compress(img, bpp=-1)
+
+
+@pytest.mark.parametrize("mode", ["L", "LA", "RGB", "RGBA"])
+@pytest.mark.parametrize("size", [(1, 1), (7, 13), (40, 33)])
+def test_refinement_bounds_the_error(tiny, mode, size):
+    img = smooth_image(*size, mode=mode)
+    for step in (1, 4, 9):
+        back = tiny.decompress(tiny.compress(img, 1, refine=step))
+        assert back.mode == mode and back.size == img.size
+        err = np.abs(np.asarray(back, dtype=int) - np.asarray(img, dtype=int)).max()
+        assert err <= step // 2
+
+
+def test_refinement_is_dropped_by_truncation_and_preview(tiny):
+    img = smooth_image(64, 48)
+    refined = tiny.compress(img, 3, refine=3)
+    plain = tiny.compress(img, 3)
+    assert tiny.truncate(refined, 3) == plain
+    assert tiny.truncate(refined, 2) == tiny.compress(img, 2)
+    stages = tiny.stages_per_quality[1]
+    assert np.array_equal(np.asarray(tiny.decompress(refined, stages=stages)),
+                          np.asarray(tiny.decompress(plain, stages=stages)))
+    assert np.array_equal(np.asarray(tiny.decompress(refined, stages=99)), np.asarray(tiny.decompress(refined)))
