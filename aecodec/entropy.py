@@ -34,7 +34,7 @@ def normalize_counts(counts: np.ndarray) -> np.ndarray:
     out = counts * total // counts.sum(-1, keepdims=True)
     short = total - out.sum(-1)  # < K per row; give it to the most likely symbols
     rank = np.argsort(-counts, axis=-1, kind="stable")
-    bonus = (np.arange(k) < short[..., None]).astype(np.int64)
+    bonus = np.less(np.arange(k), short[..., None]).astype(np.int64)
     np.put_along_axis(out, rank, np.take_along_axis(out, rank, -1) + bonus, -1)
     return out
 
@@ -63,7 +63,7 @@ def pop_groups(coder: constriction.stream.stack.AnsCoder, ctx: np.ndarray, model
                out: np.ndarray) -> None:
     """Inverse of ``push_groups``: fill ``out`` (shaped like ``ctx``) in place."""
     for g in range(len(models)):
-        mask = ctx == g
+        mask = np.equal(ctx, g)  # not ==: see fuzz/fuzz_decode.py
         n = int(np.count_nonzero(mask))
         if n:
             out[mask] = coder.decode(models[g], n)

@@ -79,7 +79,7 @@ def _contexts(block_class: np.ndarray, previous: np.ndarray | None, shape: tuple
     ctx = (per_pixel - 1) * PREVIOUS
     if previous is not None:
         ctx += np.minimum(np.abs(previous), PREVIOUS - 1).astype(np.int8)
-    return np.where(per_pixel == 0, -1, ctx).astype(np.int8)
+    return np.where(np.equal(per_pixel, 0), -1, ctx).astype(np.int8)
 
 
 def _header_size(channels: int) -> int:

@@ -1,0 +1,120 @@
+"""Rate control and progressive files on a folder of images, through the command line.
+
+    python -m benchmarks.rate_control --dataset ../shared/data/kodak [--model rvq]
+
+For every image: ``aecodec encode --bpp T`` for T in 0.25, 0.5, 1.0 (each file must be within
+5% below T, never above), ``aecodec encode --psnr 30`` (the decoded image must reach 30 dB),
+and ``aecodec truncate`` of the top-quality file to every lower quality, compared byte for byte
+with encoding at that quality directly. Writes benchmarks/results/rate_control.{json,md}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import sys
+import tempfile
+import time
+from contextlib import redirect_stdout
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+import aecodec
+from aecodec.cli import main as cli
+from aecodec.metrics import bpp, psnr
+
+RATES = (0.25, 0.5, 1.0)
+PSNR = 30.0
+
+
+def _cli(*argv: object) -> None:
+    with redirect_stdout(io.StringIO()):
+        if cli([str(a) for a in argv]):
+            raise SystemExit(f"aecodec {' '.join(map(str, argv))} failed")
+
+
+def _round_trip(src: Path, aec: Path, model: str, *target: object) -> tuple[float, float, float]:
+    """(bpp, PSNR, seconds to encode) of one encode/decode through the CLI."""
+    t = time.perf_counter()
+    _cli("encode", src, aec, "--model", model, "--force", *target)
+    seconds = time.perf_counter() - t
+    png = aec.with_suffix(".png")
+    _cli("decode", aec, png, "--model", model, "--force")
+    with Image.open(src) as ref, Image.open(png) as out:
+        return bpp(aec.stat().st_size, ref), psnr(ref, out), seconds
+
+
+def run(dataset: Path, model: str) -> dict:
+    files = sorted(dataset.glob("*.png"))
+    codec = aecodec.load(model)
+    rows: dict[str, list[dict]] = {f"bpp {r}": [] for r in RATES} | {f"psnr {PSNR:g}": []}
+    truncation_mismatches = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for f in files:
+            aec = Path(tmp) / f"{f.stem}.aec"
+            for r in RATES:
+                got, score, seconds = _round_trip(f, aec, model, "--bpp", r)
+                rows[f"bpp {r}"].append({"image": f.name, "bpp": got, "psnr": score, "seconds": seconds,
+                                         "refined": codec.info(aec.read_bytes()).refine is not None})
+            got, score, seconds = _round_trip(f, aec, model, "--psnr", PSNR)
+            rows[f"psnr {PSNR:g}"].append({"image": f.name, "bpp": got, "psnr": score, "seconds": seconds,
+                                           "refined": codec.info(aec.read_bytes()).refine is not None})
+            top = codec.quality_levels[-1]
+            _cli("encode", f, aec, "--model", model, "--quality", top, "--force")
+            for q in codec.quality_levels[:-1]:
+                cut, direct = Path(tmp) / "cut.aec", Path(tmp) / "direct.aec"
+                _cli("truncate", aec, cut, "--quality", q, "--model", model, "--force")
+                _cli("encode", f, direct, "--model", model, "--quality", q, "--force")
+                if cut.read_bytes() != direct.read_bytes():
+                    truncation_mismatches.append(f"{f.name} q{q}")
+            print(f"{f.name}: " + "  ".join(f"{k}: {v[-1]['bpp']:.3f} bpp {v[-1]['psnr']:.2f} dB"
+                                            for k, v in rows.items()), file=sys.stderr)
+    summary = []
+    for key, items in rows.items():
+        kind, value = key.split()
+        rates = np.array([i["bpp"] for i in items])
+        scores = np.array([i["psnr"] for i in items])
+        ok = (rates <= float(value)) & (rates >= 0.95 * float(value)) if kind == "bpp" else scores >= float(value)
+        summary.append({"target": key, "images": len(items), "meeting": int(ok.sum()),
+                        "bpp_mean": float(rates.mean()), "bpp_min": float(rates.min()), "bpp_max": float(rates.max()),
+                        "psnr_mean": float(scores.mean()), "psnr_min": float(scores.min()),
+                        "refined": sum(i["refined"] for i in items),
+                        "seconds_per_image": float(np.mean([i["seconds"] for i in items]))})
+    return {"model": model, "fingerprint": codec.fingerprint.hex(), "images": len(files),
+            "summary": summary, "per_image": rows,
+            "truncation": {"qualities": len(codec.quality_levels) - 1, "mismatches": truncation_mismatches}}
+
+
+def markdown(result: dict) -> str:
+    lines = ["| target | images meeting it | bpp mean (min-max) | PSNR mean (min) | refined files | encode s/image |",
+             "|---|---|---|---|---|---|"]
+    for s in result["summary"]:
+        lines.append(f"| {s['target']} | {s['meeting']}/{s['images']} | {s['bpp_mean']:.3f} ({s['bpp_min']:.3f}-"
+                     f"{s['bpp_max']:.3f}) | {s['psnr_mean']:.2f} ({s['psnr_min']:.2f}) | {s['refined']} "
+                     f"| {s['seconds_per_image']:.2f} |")
+    t = result["truncation"]
+    lines.append("")
+    lines.append(f"Truncation of the top-quality file to each of the {t['qualities']} lower qualities: "
+                 f"{result['images'] * t['qualities'] - len(t['mismatches'])}/{result['images'] * t['qualities']} "
+                 "byte-identical to encoding at that quality directly.")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--dataset", type=Path, required=True)
+    parser.add_argument("--model", default="rvq")
+    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "rate_control.json")
+    args = parser.parse_args()
+    result = run(args.dataset, args.model)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=1))
+    args.out.with_suffix(".md").write_text(markdown(result) + "\n")
+    print(markdown(result))
+
+
+if __name__ == "__main__":
+    main()
