@@ -190,7 +190,8 @@ def _train(args: argparse.Namespace) -> None:
         ModelConfig().qualities
     mcfg = ModelConfig(name=args.name, channels=args.channels, latent=args.latent,
                        bottleneck_args={"stages": args.stages, "codebook_size": args.codebook_size},
-                       qualities=qualities, default_quality=min(args.default_quality, len(qualities)))
+                       qualities=qualities, default_quality=min(args.default_quality, len(qualities)),
+                       rate_bias=args.rate_bias)
     train(cfg, mcfg, resume=args.resume, init=args.init)
 
 
@@ -267,6 +268,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--codebook-size", type=int, default=256)
     p.add_argument("--qualities", default=None, help="stages used by quality 1, 2, ... (comma list)")
     p.add_argument("--default-quality", type=int, default=4)
+    p.add_argument("--rate-bias", type=float, default=0.0,
+                   help="entropy-constrained encoding: each code choice pays this x its bits (latent squared-error units)")
     p.add_argument("--val-count", type=int, default=4)
     p.add_argument("--checkpoint-minutes", type=float, default=5.0)
     p.add_argument("--seed", type=int, default=0)

@@ -127,7 +127,7 @@ class Codec:
         for idx in _batches(planes, lambda p: _padded(p.rgb.shape[-2:]), batch_size):
             group = [planes[i] for i in idx]
             x = pad_to_stride(torch.stack([p.rgb for p in group]), STRIDE)
-            symbols = self.model.bottleneck.encode(analyse(self.model.analysis, x), stages)
+            symbols = self.model.symbols(analyse(self.model.analysis, x), stages)
             bases = self._reconstruct(symbols, group) if refine else [None] * len(idx)
             for j, (i, p) in enumerate(zip(idx, group)):
                 out[i] = self._container(p, self.model.entropy.encode(symbols[:, j]), _refinement(p, bases[j], refine))
@@ -153,7 +153,7 @@ class Codec:
         PSNR they cannot (or with fewer bytes)."""
         p = to_planes(image)
         stages = self.model.bottleneck.sections
-        symbols = self.model.bottleneck.encode(analyse(self.model.analysis, pad_to_stride(p.rgb[None], STRIDE)), stages)
+        symbols = self.model.symbols(analyse(self.model.analysis, pad_to_stride(p.rgb[None], STRIDE)), stages)
         sections = self.model.entropy.encode(symbols[:, 0])
         base = functools.cache(lambda n: self._reconstruct(symbols[:n], [p])[0])
         steps = range(1, 256)

@@ -130,6 +130,16 @@ class IndexEntropyModel:
     def _models(self) -> list[list[constriction.stream.model.Categorical]]:
         return [[categorical(t) for t in row] for row in normalize_counts(self.counts)]
 
+    @cached_property
+    def bits(self) -> np.ndarray:
+        """Code length in bits (sections, groups, K) of each symbol, for rate-biased encoding."""
+        return code_lengths(normalize_counts(self.counts)).astype(np.float32)
+
+    def groups_of(self, section: int, previous: np.ndarray | None, count: int) -> np.ndarray:
+        """The table group of each of ``count`` symbols of ``section``, given the section
+        before's symbols at the same positions."""
+        return self._context(section, previous, count)
+
     def encode(self, symbols: np.ndarray) -> list[bytes]:
         """Symbols (n, ...) -> one independent ANS chunk per section (little-endian u32 words)."""
         flat = symbols.reshape(len(symbols), -1).astype(np.int32)

@@ -31,6 +31,9 @@ class ModelConfig:
     """Number of bottleneck sections (RVQ stages) used by quality 1, 2, ..."""
     default_quality: int = 4
     context_groups: int = 16
+    rate_bias: float = 0.0
+    """Entropy-constrained encoding: each symbol choice pays rate_bias x its code length in bits
+    on top of its distortion (latent squared error). Encoder-only; 0 is plain nearest-code."""
 
     def __post_init__(self) -> None:
         stages = self.bottleneck_args.get("stages", max(self.qualities))
@@ -88,6 +91,20 @@ class AutoEncoder(nn.Module):
     @classmethod
     def load(cls, path: Path) -> "AutoEncoder":
         return cls.from_bytes(Path(path).read_bytes())
+
+    @torch.no_grad()
+    def symbols(self, latent: torch.Tensor, sections: int) -> np.ndarray:
+        """Latent (B, C, h, w) -> symbols (sections, B, h, w), rate-biased if configured."""
+        cost = None
+        if self.config.rate_bias and self.entropy is not None:
+            bits = torch.from_numpy(self.entropy.bits) * self.config.rate_bias
+
+            def cost(s: int, previous: torch.Tensor | None) -> torch.Tensor:
+                n = latent.shape[0] * latent.shape[2] * latent.shape[3]
+                prev = None if previous is None else previous.numpy()
+                return bits[s][torch.from_numpy(self.entropy.groups_of(s, prev, n))]
+
+        return self.bottleneck.encode(latent, sections, cost)
 
     @torch.no_grad()
     def fit_entropy(self, symbols: list[np.ndarray]) -> None:

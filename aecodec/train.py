@@ -15,7 +15,7 @@ import json
 import math
 import random
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -85,7 +85,7 @@ def symbols_of(model: AutoEncoder, images: list[torch.Tensor], device: torch.dev
     out = []
     for img in images:
         x = pad_to_stride(img[None].float().div(255), STRIDE).to(device)
-        out.append(model.bottleneck.encode(model.analysis(x).cpu(), model.bottleneck.sections))
+        out.append(model.symbols(model.analysis(x).cpu(), model.bottleneck.sections))
     return out
 
 
@@ -142,7 +142,8 @@ def train(cfg: TrainConfig, model_config: ModelConfig, resume: bool = False,
     state = None
     if resume and ckpt_path.exists():
         state = torch.load(ckpt_path, map_location="cpu", weights_only=False)
-        model_config = ModelConfig(**state["model_config"])
+        # the checkpoint's architecture; rate_bias only steers the encoder, so it may change
+        model_config = replace(ModelConfig(**state["model_config"]), rate_bias=model_config.rate_bias)
     model = AutoEncoder(model_config).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     if state is not None:
@@ -217,6 +218,8 @@ def export(model: AutoEncoder, train_imgs: list[torch.Tensor], val_imgs: list[to
     """Fit the entropy tables on the training images and write ``<name>.safetensors``."""
     model.eval()
     model.fit_entropy(symbols_of(model, train_imgs, device))
+    if model.config.rate_bias:  # rate-biased choices make the symbols more peaked: refit on them
+        model.fit_entropy(symbols_of(model, train_imgs, device))
     model.to("cpu")
     path = out / f"{model.config.name}.safetensors"
     model.save(path)

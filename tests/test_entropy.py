@@ -77,3 +77,21 @@ def test_decoded_symbols_do_not_depend_on_any_network_weight(tiny_model):
         for p in perturbed.parameters():
             p.add_(torch.randn_like(p) * 1e-3)
     assert np.array_equal(Codec(perturbed)._symbols(f), Codec(tiny_model)._symbols(f))
+
+
+def test_rate_biased_encoding_spends_fewer_bits_and_still_decodes(tiny_model):
+    import copy
+
+    from aecodec.codec import Codec
+
+    from .conftest import smooth_image
+
+    img = smooth_image(96, 64, seed=3)
+    plain = Codec(tiny_model)
+    biased_model = copy.deepcopy(tiny_model)
+    biased_model.config.rate_bias = 1e3
+    biased = Codec(biased_model)
+    q = plain.quality_levels[-1]
+    small, big = biased.compress(img, q), plain.compress(img, q)
+    assert len(small) < len(big)
+    assert plain.decompress(small).size == img.size  # the same decoder reads both

@@ -25,6 +25,12 @@ class BottleneckOutput:
     metrics: dict[str, float] = field(default_factory=dict)
 
 
+RateCost = Callable[[int, "torch.Tensor | None"], torch.Tensor]
+"""``cost(section, previous_symbols)`` -> (N, alphabet) penalty added to each choice's
+distortion when encoding section ``section`` (previous_symbols: the flat symbols of the section
+before, or None): lambda times its code length, for entropy-constrained quantization."""
+
+
 class Bottleneck(Protocol):
     sections: int
     """Number of coarse-to-fine sections of symbols; quality levels use a prefix of them."""
@@ -35,8 +41,9 @@ class Bottleneck(Protocol):
         """Training pass; ``sections`` (B,) says how many sections each sample may use."""
         ...
 
-    def encode(self, latent: torch.Tensor, sections: int) -> np.ndarray:
-        """Latent (B, C, h, w) -> int32 symbols (sections, B, h, w)."""
+    def encode(self, latent: torch.Tensor, sections: int, cost: RateCost | None = None) -> np.ndarray:
+        """Latent (B, C, h, w) -> int32 symbols (sections, B, h, w), each choice minimising
+        distortion plus ``cost``."""
         ...
 
     def decode(self, symbols: np.ndarray) -> torch.Tensor:

@@ -14,13 +14,16 @@ from torch import nn
 import torch.nn.functional as F
 from einops import rearrange
 
-from . import BottleneckOutput, register
+from . import BottleneckOutput, RateCost, register
+
+
+def _distances(x: torch.Tensor, codebook: torch.Tensor) -> torch.Tensor:
+    """Squared Euclidean distance (N, K) from each row of x to each code."""
+    return (x * x).sum(1, keepdim=True) - 2 * x @ codebook.t() + (codebook * codebook).sum(1)
 
 
 def _nearest(x: torch.Tensor, codebook: torch.Tensor) -> torch.Tensor:
-    """Index of the nearest code (squared Euclidean distance) for each row of x."""
-    dist = (x * x).sum(1, keepdim=True) - 2 * x @ codebook.t() + (codebook * codebook).sum(1)
-    return dist.argmin(1)
+    return _distances(x, codebook).argmin(1)
 
 
 def kmeans(x: torch.Tensor, k: int, iters: int, generator: torch.Generator) -> torch.Tensor:
@@ -112,12 +115,16 @@ class ResidualVQ(nn.Module):
 
     # -- coding -------------------------------------------------------------------------
     @torch.no_grad()
-    def encode(self, latent: torch.Tensor, sections: int) -> np.ndarray:
+    def encode(self, latent: torch.Tensor, sections: int, cost: RateCost | None = None) -> np.ndarray:
         b, _, h, w = latent.shape
         residual = rearrange(latent, "b c h w -> (b h w) c").float().clone()
         out = np.empty((sections, b, h, w), dtype=np.int32)
+        idx = None
         for s in range(sections):
-            idx = _nearest(residual, self.codebooks[s])
+            dist = _distances(residual, self.codebooks[s])
+            if cost is not None:  # entropy-constrained: a likely code may win over a nearer one
+                dist += cost(s, idx)
+            idx = dist.argmin(1)
             residual -= self.codebooks[s][idx]
             out[s] = idx.reshape(b, h, w).numpy()
         return out
