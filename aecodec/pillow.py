@@ -3,6 +3,7 @@
     Image.open("photo.aec").show()
     Image.open("photo.png").save("photo.aec", quality=4)          # default model
     img.save("photo.aec", quality=2, model="path/to/model.safetensors")
+    img.save("photo.aec", bpp=0.5)                                 # or psnr=32, or refine=3
 
 Registered the way Pillow's own format plugins are: an ImageFile subclass for reading, a save
 function, and the .aec extension. Decoding happens on ``load()``, so ``Image.open`` only parses
@@ -48,7 +49,8 @@ class AecImageFile(ImageFile.ImageFile):
 
 def _save(im: Image.Image, fp: IO[bytes], filename: str | bytes) -> None:
     info = im.encoderinfo
-    fp.write(load(info.get("model", "rvq")).compress(im, info.get("quality")))
+    targets = {k: info[k] for k in ("refine", "bpp", "psnr") if info.get(k) is not None}
+    fp.write(load(info.get("model", "rvq")).compress(im, info.get("quality"), **targets))
 
 
 Image.register_open(FORMAT, AecImageFile, _accept)

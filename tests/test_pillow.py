@@ -29,6 +29,15 @@ def test_save_with_another_model(tmp_path, tiny_path):
     assert aecodec.load(tiny_path).decompress((tmp_path / "b.aec").read_bytes()).mode == "RGBA"
 
 
+def test_save_with_a_rate_or_refinement(tmp_path, tiny_path):
+    img = smooth_image(32, 24)
+    img.save(tmp_path / "r.aec", bpp=4.0, model=str(tiny_path))
+    assert 8 * (tmp_path / "r.aec").stat().st_size <= 4.0 * 32 * 24
+    img.save(tmp_path / "f.aec", quality=1, refine=1, model=str(tiny_path))
+    back = aecodec.load(tiny_path).decompress((tmp_path / "f.aec").read_bytes())
+    assert np.array_equal(np.asarray(back), np.asarray(img))
+
+
 def test_damaged_file_is_a_clear_error(tmp_path):
     smooth_image(16, 16).save(tmp_path / "c.aec")
     data = (tmp_path / "c.aec").read_bytes()
