@@ -9,9 +9,9 @@ import bisect
 import functools
 import math
 from collections import defaultdict
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Sequence
 
 import numpy as np
 import torch
@@ -36,11 +36,11 @@ def available_models() -> list[str]:
 
 
 @functools.lru_cache(maxsize=8)
-def _load_shipped(name: str) -> "Codec":
+def _load_shipped(name: str) -> Codec:
     return Codec(AutoEncoder.load(WEIGHTS / f"{name}.safetensors"))
 
 
-def load(model: str | Path = DEFAULT_MODEL) -> "Codec":
+def load(model: str | Path = DEFAULT_MODEL) -> Codec:
     """A codec for a shipped model name (``"rvq"``) or a path to an exported .safetensors."""
     if Path(str(model)).suffix == ".safetensors":
         path = Path(model)
@@ -162,10 +162,10 @@ class Codec:
             return self._container(p, sections[:n], _refinement(p, base(n), step))
 
         if bpp is not None:
-            fits = lambda f: 8 * len(f) <= bpp * p.width * p.height  # noqa: E731
+            fits = lambda f: 8 * len(f) <= bpp * p.width * p.height
             n = bisect.bisect_left(range(1, stages + 1), True, key=lambda n: not fits(file(n)))
             if n == 0:
-                raise UsageError(f"{bpp} bpp is below the smallest file ({8 * len(file(1)) / p.colour[0].size:.3f} bpp)")
+                raise UsageError(f"{bpp} bpp is below the smallest file ({8 * len(file(1)) / (p.width * p.height):.3f} bpp)")
             i = bisect.bisect_left(steps, True, key=lambda step: fits(file(n, step)))
             return file(n, steps[i]) if i < len(steps) else file(n)
 
@@ -199,7 +199,7 @@ class Codec:
         symbols = [self._symbols(f) for f in files]
         residuals = [_residual(f) for f in files]  # decoded before the network: junk fails fast
         out: list[Image.Image | None] = [None] * len(files)
-        key = lambda f: (_padded((f.header.height, f.header.width)), f.header.sections)  # noqa: E731
+        key = lambda f: (_padded((f.header.height, f.header.width)), f.header.sections)
         for idx in _batches(files, key, batch_size):
             colours = self._reconstruct(np.stack([symbols[i] for i in idx], axis=1), [files[i].header for i in idx])
             for colour, i in zip(colours, idx):

@@ -13,9 +13,9 @@ so the CDF it builds is exact integer arithmetic too (see docs/FORMAT.md).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import cached_property
-from typing import Iterator
 
 import constriction
 import numpy as np
@@ -167,7 +167,7 @@ class IndexEntropyModel:
 
     # -- fitting ------------------------------------------------------------------------
     @classmethod
-    def fit(cls, symbols: np.ndarray, alphabet: int, groups: int, seed: int = 0) -> "IndexEntropyModel":
+    def fit(cls, symbols: np.ndarray, alphabet: int, groups: int, seed: int = 0) -> IndexEntropyModel:
         """Count symbols (sections, N); for s >= 1 cluster the previous symbol into ``groups``
         contexts so that the conditional tables lose as little information as possible."""
         n_sec = len(symbols)

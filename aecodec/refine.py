@@ -22,8 +22,17 @@ import functools
 import constriction
 import numpy as np
 
-from .entropy import (GEOMETRIC_STEPS, ans_bytes, ans_reader, categorical, code_lengths,
-                      geometric_tables, normalize_counts, pop_groups, push_groups)
+from .entropy import (
+    GEOMETRIC_STEPS,
+    ans_bytes,
+    ans_reader,
+    categorical,
+    code_lengths,
+    geometric_tables,
+    normalize_counts,
+    pop_groups,
+    push_groups,
+)
 from .errors import FormatError
 
 BLOCK = 16

@@ -16,6 +16,7 @@ import json
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from contextlib import redirect_stdout
 from pathlib import Path
 
@@ -105,17 +106,20 @@ def markdown(result: dict) -> str:
     return "\n".join(lines)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def script(doc: str, run: Callable[[Path, str], dict], markdown: Callable[[dict], str], name: str) -> None:
+    """The command line of a benchmark over one folder of images: --dataset, --model, --out;
+    writes results/<name>.json and .md and prints the table."""
+    parser = argparse.ArgumentParser(description=doc.split("\n\n")[0])
     parser.add_argument("--dataset", type=Path, required=True)
     parser.add_argument("--model", default="rvq")
-    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "kodak_roundtrip.json")
+    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / f"{name}.json")
     args = parser.parse_args()
     result = run(args.dataset, args.model)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1))
+    args.out.with_suffix(".md").write_text(markdown(result) + "\n")
     print(markdown(result))
 
 
 if __name__ == "__main__":
-    main()
+    script(__doc__, run, markdown, "kodak_roundtrip")

@@ -10,9 +10,7 @@ with encoding at that quality directly. Writes benchmarks/results/rate_control.{
 
 from __future__ import annotations
 
-import argparse
 import io
-import json
 import sys
 import tempfile
 import time
@@ -25,6 +23,8 @@ from PIL import Image
 import aecodec
 from aecodec.cli import main as cli
 from aecodec.metrics import bpp, psnr
+
+from .kodak_roundtrip import script
 
 RATES = (0.25, 0.5, 1.0)
 PSNR = 30.0
@@ -103,18 +103,5 @@ def markdown(result: dict) -> str:
     return "\n".join(lines)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--dataset", type=Path, required=True)
-    parser.add_argument("--model", default="rvq")
-    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "rate_control.json")
-    args = parser.parse_args()
-    result = run(args.dataset, args.model)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=1))
-    args.out.with_suffix(".md").write_text(markdown(result) + "\n")
-    print(markdown(result))
-
-
 if __name__ == "__main__":
-    main()
+    script(__doc__, run, markdown, "rate_control")
