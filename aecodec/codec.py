@@ -111,8 +111,10 @@ class Codec:
                 raise UsageError(f"refinement step {refine} is outside 1..255")
         elif sum(x is not None for x in (quality, refine, bpp, psnr)) > 1:
             raise UsageError("give one target: a quality (and refinement step), a bpp or a PSNR")
-        elif not (bpp or psnr or 0) > 0 or not math.isfinite(bpp or psnr):
-            raise UsageError(f"target {bpp or psnr} must be a positive number")
+        else:
+            target = bpp if bpp is not None else psnr
+            if not (math.isfinite(target) and target > 0):
+                raise UsageError(f"target {target} must be a positive number")
 
     @torch.inference_mode()
     def compress_batch(self, images: Sequence[Image.Image], quality: int | None = None,
