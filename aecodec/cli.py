@@ -185,13 +185,13 @@ def _train(args: argparse.Namespace) -> None:
     cfg = TrainConfig(data=args.data, out=args.out, steps=args.steps, batch_size=args.batch_size,
                       crop=args.crop, lr=args.lr, lr_warmup=args.lr_warmup, warmup=args.warmup, seed=args.seed,
                       device=args.device, threads=args.threads,
-                      checkpoint_minutes=args.checkpoint_minutes, val_count=args.val_count)
+                      checkpoint_minutes=args.checkpoint_minutes, val_count=args.val_count,
+                      rate_bias=args.rate_bias)
     qualities = [int(q) for q in args.qualities.split(",")] if args.qualities else \
         ModelConfig().qualities
     mcfg = ModelConfig(name=args.name, channels=args.channels, latent=args.latent,
                        bottleneck_args={"stages": args.stages, "codebook_size": args.codebook_size},
-                       qualities=qualities, default_quality=min(args.default_quality, len(qualities)),
-                       rate_bias=args.rate_bias)
+                       qualities=qualities, default_quality=min(args.default_quality, len(qualities)))
     train(cfg, mcfg, resume=args.resume, init=args.init)
 
 
@@ -268,8 +268,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--codebook-size", type=int, default=256)
     p.add_argument("--qualities", default=None, help="stages used by quality 1, 2, ... (comma list)")
     p.add_argument("--default-quality", type=int, default=4)
-    p.add_argument("--rate-bias", type=float, default=0.0,
-                   help="entropy-constrained encoding: each code choice pays this x its bits (latent squared-error units)")
+    p.add_argument("--rate-bias", default=None, type=lambda text: None if text == "auto" else float(text),
+                   help="entropy-constrained encoding: each code choice pays this x its bits (latent squared-error "
+                        "units); auto (default) picks it on the held-out images at export")
     p.add_argument("--val-count", type=int, default=4)
     p.add_argument("--checkpoint-minutes", type=float, default=5.0)
     p.add_argument("--seed", type=int, default=0)

@@ -7,7 +7,7 @@ import math
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
-from .bd import bd_quality, bd_rate, value_at
+from aecodec.bd import bd_quality, bd_rate, value_at
 from .codecs import ANCHOR, BenchCodec
 from .curves import Curve
 

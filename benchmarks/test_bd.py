@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from aecodec.metrics import bpp, psnr
-from benchmarks.bd import bd_quality, bd_rate, value_at
+from aecodec.bd import bd_quality, bd_rate, value_at
 from benchmarks.codecs import ANCHOR, classical_codecs
 
 RATE = np.array([0.1, 0.2, 0.35, 0.6, 1.0, 1.6, 2.5])

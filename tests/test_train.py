@@ -23,9 +23,21 @@ def test_train_resume_and_export(tmp_path, capsys):
     assert (out / "checkpoint.pt").exists()
     assert main(["train", "--data", str(data), "--out", str(out), "--steps", "8", "--warmup", "3",
                  "--resume", *TINY]) == 0
-    assert "resumed from" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "resumed from" in printed and "rate bias 100: BD-rate" in printed
     summary = json.loads((out / "summary.json").read_text())
     assert summary["steps"] == 8 and len(summary["validation"]) == 4
     codec = load(out / "rvq.safetensors")
     img = smooth_image(40, 30)
     assert codec.decompress(codec.compress(img, 4)).size == (40, 30)
+    assert codec.model.config.rate_bias in (0.0, 25.0, 50.0, 100.0, 200.0, 400.0)
+
+
+def test_a_given_rate_bias_is_kept(tmp_path):
+    data, out = tmp_path / "data", tmp_path / "run"
+    data.mkdir()
+    for s in range(2):
+        smooth_image(64, 64, seed=s).save(data / f"{s}.png")
+    assert main(["train", "--data", str(data), "--out", str(out), "--steps", "4", "--warmup", "2",
+                 "--rate-bias", "7.5", *TINY]) == 0
+    assert load(out / "rvq.safetensors").model.config.rate_bias == 7.5
