@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import aecodec
-from aecodec import bitstream
+from aecodec import bitstream, refine
 from aecodec.cli import main
 from aecodec.codec import SAMPLE, WEIGHTS
 from aecodec.imageio import open_image
@@ -53,15 +53,20 @@ def test_demo_command(tmp_path, capsys):
 
 
 def _symbols_sha256(codec, data: bytes) -> str:
-    symbols = codec._symbols(codec._check(bitstream.read(data)))
-    return hashlib.sha256(np.ascontiguousarray(symbols, dtype="<i4").tobytes()).hexdigest()
+    """Of the stage symbols and, if the file has a refinement layer, its residual symbols."""
+    f = codec._check(bitstream.read(data))
+    digest = hashlib.sha256(np.ascontiguousarray(codec._symbols(f), dtype="<i4").tobytes())
+    if f.refinement is not None:
+        step, q = refine.decode(f.refinement, 3, f.header.height, f.header.width)
+        digest.update(bytes([step]) + np.ascontiguousarray(q, dtype="<i2").tobytes())
+    return digest.hexdigest()
 
 
 @pytest.mark.skipif(not os.environ.get("AECODEC_WRITE_GOLDEN"), reason="writes the golden file")
 def test_write_golden_file(rvq):
     """``AECODEC_WRITE_GOLDEN=1 pytest tests/test_shipped.py -k write_golden`` after shipping
     new weights (only then: the golden file pins the decoder's behaviour)."""
-    data = rvq.compress(open_image(SAMPLE).crop((96, 32, 96 + 80, 32 + 48)), 3)
+    data = rvq.compress(open_image(SAMPLE).crop((96, 32, 96 + 80, 32 + 48)), 3, refine=9)
     GOLDEN.parent.mkdir(exist_ok=True)
     GOLDEN.write_bytes(data)
     GOLDEN_SYMBOLS_SHA256.write_text(_symbols_sha256(rvq, data) + "\n")
@@ -69,9 +74,9 @@ def test_write_golden_file(rvq):
 
 def test_golden_file_decodes_to_the_same_symbols(rvq):
     """Guards bit-exactness across machines and versions: these bytes were written once and
-    must always decode to the same codebook indices."""
+    must always decode to the same codebook indices and refinement symbols."""
     data = GOLDEN.read_bytes()
     f = bitstream.read(data)
     h = f.header
     assert _symbols_sha256(rvq, data) == GOLDEN_SYMBOLS_SHA256.read_text().strip()
-    assert rvq.decompress(data).size == (h.width, h.height)
+    assert f.refinement is not None and rvq.decompress(data).size == (h.width, h.height)
