@@ -82,7 +82,7 @@ class Summary:
     def total(self) -> int:
         return self.done + self.skipped + self.failed
 
-    def merge(self, other: "Summary") -> "Summary":
+    def merge(self, other: Summary) -> Summary:
         """One summary for two batches (e.g. partitions compressed on different machines)."""
         summed = ("done", "skipped", "failed", "bytes_in", "bytes_out", "coded_bytes", "pixels",
                   "failures", "stale_removed")
@@ -120,7 +120,7 @@ class Summary:
         return (f"{self.done} done, {self.skipped} skipped, {self.failed} failed; "
                 f"{self.bytes_in} bytes in, {self.bytes_out} bytes out; {bpp}")
 
-    def check(self) -> "Summary":
+    def check(self) -> Summary:
         """Raise BatchError if any file failed (the CLI's non-zero exit); else return self."""
         if self.failed:
             raise BatchError(self)

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import load as st_load, save as st_save
+from safetensors.torch import load as st_load
+from safetensors.torch import save as st_save
 from torch import nn
 
 from . import bottlenecks
@@ -70,7 +71,7 @@ class AutoEncoder(nn.Module):
         return st_save(tensors, metadata={"config": json.dumps(asdict(self.config))})
 
     @classmethod
-    def from_bytes(cls, data: bytes) -> "AutoEncoder":
+    def from_bytes(cls, data: bytes) -> AutoEncoder:
         try:
             header_len = int.from_bytes(data[:8], "little")
             meta = json.loads(data[8 : 8 + header_len]).get("__metadata__", {})
@@ -89,7 +90,7 @@ class AutoEncoder(nn.Module):
         write_atomic(Path(path), self.to_bytes())
 
     @classmethod
-    def load(cls, path: Path) -> "AutoEncoder":
+    def load(cls, path: Path) -> AutoEncoder:
         return cls.from_bytes(Path(path).read_bytes())
 
     @torch.no_grad()

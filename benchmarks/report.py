@@ -4,10 +4,11 @@ reproduce them. Written whole by each run; never edited by hand."""
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Sequence
 
 from aecodec.bd import bd_quality, bd_rate, value_at
+
 from .codecs import ANCHOR, BenchCodec
 from .curves import Curve
 

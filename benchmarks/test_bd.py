@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from aecodec.metrics import bpp, psnr
 from aecodec.bd import bd_quality, bd_rate, value_at
+from aecodec.metrics import bpp, psnr
 from benchmarks.codecs import ANCHOR, classical_codecs
 
 RATE = np.array([0.1, 0.2, 0.35, 0.6, 1.0, 1.6, 2.5])

@@ -8,7 +8,8 @@ from __future__ import annotations
 import os
 import time
 
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from aecodec import AecError
 

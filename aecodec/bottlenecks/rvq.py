@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from torch import nn
 import torch.nn.functional as F
 from einops import rearrange
+from torch import nn
 
 from . import BottleneckOutput, RateCost, register
 
