@@ -101,9 +101,9 @@ class AutoEncoder(nn.Module):
             bits = torch.from_numpy(self.entropy.bits) * self.config.rate_bias
 
             def cost(s: int, previous: torch.Tensor | None) -> torch.Tensor:
-                n = latent.shape[0] * latent.shape[2] * latent.shape[3]
-                prev = None if previous is None else previous.numpy()
-                return bits[s][torch.from_numpy(self.entropy.groups_of(s, prev, n))]
+                if previous is None:
+                    return bits[s, 0]  # the first section has one table
+                return bits[s][torch.from_numpy(self.entropy.groups_of(s, previous.numpy(), len(previous)))]
 
         return self.bottleneck.encode(latent, sections, cost)
 

@@ -40,6 +40,11 @@ def kmeans(x: torch.Tensor, k: int, iters: int, generator: torch.Generator) -> t
     return centers
 
 
+ENCODE_CHUNK = 1 << 15
+"""Latent positions quantized at a time: the distance matrices of a 48 MP image would take
+GBs (positions x codebook size floats) if made at once."""
+
+
 @register("rvq")
 class ResidualVQ(nn.Module):
     def __init__(
@@ -117,17 +122,19 @@ class ResidualVQ(nn.Module):
     @torch.no_grad()
     def encode(self, latent: torch.Tensor, sections: int, cost: RateCost | None = None) -> np.ndarray:
         b, _, h, w = latent.shape
-        residual = rearrange(latent, "b c h w -> (b h w) c").float().clone()
-        out = np.empty((sections, b, h, w), dtype=np.int32)
-        idx = None
-        for s in range(sections):
-            dist = _distances(residual, self.codebooks[s])
-            if cost is not None:  # entropy-constrained: a likely code may win over a nearer one
-                dist += cost(s, idx)
-            idx = dist.argmin(1)
-            residual -= self.codebooks[s][idx]
-            out[s] = idx.reshape(b, h, w).numpy()
-        return out
+        flat = rearrange(latent, "b c h w -> (b h w) c").float()
+        out = np.empty((sections, b * h * w), dtype=np.int32)
+        for start in range(0, len(flat), ENCODE_CHUNK):  # positions are independent
+            residual = flat[start : start + ENCODE_CHUNK].clone()
+            idx = None
+            for s in range(sections):
+                dist = _distances(residual, self.codebooks[s])
+                if cost is not None:  # entropy-constrained: a likely code may win over a nearer one
+                    dist += cost(s, idx)
+                idx = dist.argmin(1)
+                residual -= self.codebooks[s][idx]
+                out[s, start : start + len(idx)] = idx.numpy()
+        return out.reshape(sections, b, h, w)
 
     @torch.no_grad()
     def decode(self, symbols: np.ndarray) -> torch.Tensor:
