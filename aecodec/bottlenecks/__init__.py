@@ -27,9 +27,10 @@ class BottleneckOutput:
 
 
 RateCost = Callable[[int, "torch.Tensor | None"], torch.Tensor]
-"""``cost(section, previous_symbols)`` -> (N, alphabet) penalty added to each choice's
-distortion when encoding section ``section`` (previous_symbols: the flat symbols of the section
-before, or None): lambda times its code length, for entropy-constrained quantization."""
+"""``cost(section, previous_symbols)`` -> (N, alphabet) penalty, or one (alphabet,) row for all
+positions, added to each choice's distortion when encoding section ``section``
+(previous_symbols: the flat symbols of the section before at the same N positions, or None):
+lambda times its code length, for entropy-constrained quantization."""
 
 
 class Bottleneck(Protocol):
