@@ -195,6 +195,13 @@ def _train(args: argparse.Namespace) -> None:
     train(cfg, mcfg, resume=args.resume, init=args.init)
 
 
+def _auto_or_number(text: str) -> float | None:
+    return None if text == "auto" else float(text)
+
+
+_auto_or_number.__name__ = "number or 'auto'"  # argparse names the type in its error message
+
+
 def _add_file_args(p: argparse.ArgumentParser, inputs: str, suffix: str) -> None:
     """The arguments encode and decode share: one file to one file, or many to a folder."""
     p.add_argument("files", nargs="+", metavar="FILE", help=f"INPUT OUTPUT; or, with -o, any number of {inputs}")
@@ -268,7 +275,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--codebook-size", type=int, default=256)
     p.add_argument("--qualities", default=None, help="stages used by quality 1, 2, ... (comma list)")
     p.add_argument("--default-quality", type=int, default=4)
-    p.add_argument("--rate-bias", default=None, type=lambda text: None if text == "auto" else float(text),
+    p.add_argument("--rate-bias", default=None, type=_auto_or_number,
                    help="entropy-constrained encoding: each code choice pays this x its bits (latent squared-error "
                         "units); auto (default) picks it on the held-out images at export")
     p.add_argument("--val-count", type=int, default=4)
