@@ -616,7 +616,7 @@ def iter_compress(images_or_paths: Iterable[ImageItem | tuple[Hashable, ImageIte
     if batch_size < 1:
         raise UsageError(f"batch_size must be at least 1, not {batch_size}")
     codec = model if isinstance(model, Codec) else load(model)
-    codec.stages_for(quality)
+    codec.level_for(quality)
     return _iter_compress(codec, images_or_paths, quality, batch_size)
 
 

@@ -93,8 +93,8 @@ def _target(args: argparse.Namespace) -> dict:
 
 
 def _level(i) -> str:
-    """'quality 4', or the stage count where it is no quality level, plus any refinement."""
-    level = f"quality {i.quality}" if i.quality is not None else f"{i.stages} stages"
+    """'quality 4', or the rate level where it is no quality level, plus any refinement."""
+    level = f"quality {i.quality}" if i.quality is not None else f"level {i.level}"
     return level + (f" + refinement step {i.refine}" if i.refine else "")
 
 
@@ -142,7 +142,7 @@ def _info(args: argparse.Namespace) -> None:
     quality = i.quality if i.quality is not None else "custom"
     print(f"model:       {i.model} (fingerprint {i.fingerprint})")
     print(f"image:       {i.width}x{i.height} {i.mode}")
-    print(f"quality:     {quality} ({i.stages} stages)")
+    print(f"quality:     {quality} (level {i.level if i.level is not None else 'unknown'}, {i.sections} sections)")
     print(f"refinement:  {f'step {i.refine} (max error {i.refine // 2})' if i.refine else 'none'}")
     print(f"size:        {i.bytes} bytes, {i.bpp:.4f} bits per pixel")
 
@@ -152,9 +152,10 @@ def _models(args: argparse.Namespace) -> None:
 
     for name in available_models():
         c = load(name)
-        levels = ", ".join(f"q{q}={s}" for q, s in enumerate(c.stages_per_quality, 1))
-        print(f"{name}: bottleneck {c.model.config.bottleneck}, quality 1-{len(c.stages_per_quality)} "
-              f"(default {c.default_quality}); stages per quality: {levels}")
+        unit = "stages" if c.model.config.bottleneck == "rvq" else "level"
+        levels = ", ".join(f"q{q}={s}" for q, s in enumerate(c.levels_per_quality, 1))
+        print(f"{name}: bottleneck {c.model.config.bottleneck}, quality 1-{len(c.levels_per_quality)} "
+              f"(default {c.default_quality}); {unit} per quality: {levels}")
 
 
 def _demo(args: argparse.Namespace) -> None:
@@ -167,11 +168,11 @@ def _demo(args: argparse.Namespace) -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     print(f"{SAMPLE.name}: {image.width}x{image.height}, model {codec.name}")
-    print("quality  stages    bytes     bpp   PSNR (dB)")
+    print("quality   level    bytes     bpp   PSNR (dB)")
     for q in codec.quality_levels:
         data = codec.compress(image, q)
         decoded = codec.decompress(data)
-        print(f"{q:7d}  {codec.stages_per_quality[q - 1]:6d}  {len(data):7d}  {bpp(len(data), image):6.3f}  {psnr(image, decoded):9.2f}")
+        print(f"{q:7d}  {codec.levels_per_quality[q - 1]:6d}  {len(data):7d}  {bpp(len(data), image):6.3f}  {psnr(image, decoded):9.2f}")
         if q == codec.default_quality:
             write_atomic(out / "sample.aec", data)
             write_atomic(out / "sample-decoded.png", image_bytes(decoded, out / "sample-decoded.png"))
@@ -179,6 +180,7 @@ def _demo(args: argparse.Namespace) -> None:
 
 
 def _train(args: argparse.Namespace) -> None:
+    from .bottlenecks.vae import LAMBDAS
     from .model import ModelConfig
     from .train import TrainConfig, train
 
@@ -186,11 +188,17 @@ def _train(args: argparse.Namespace) -> None:
                       crop=args.crop, lr=args.lr, lr_warmup=args.lr_warmup, warmup=args.warmup, seed=args.seed,
                       device=args.device, threads=args.threads,
                       checkpoint_minutes=args.checkpoint_minutes, val_count=args.val_count,
-                      rate_bias=args.rate_bias)
-    qualities = [int(q) for q in args.qualities.split(",")] if args.qualities else \
-        ModelConfig().qualities
-    mcfg = ModelConfig(name=args.name, channels=args.channels, latent=args.latent,
-                       bottleneck_args={"stages": args.stages, "codebook_size": args.codebook_size},
+                      rate_bias=args.rate_bias, full_rate_fraction=args.full_rate_fraction)
+    if args.bottleneck == "vae":
+        lambdas = [float(v) for v in args.lambdas.split(",")] if args.lambdas else list(LAMBDAS)
+        bottleneck_args: dict = {"lambdas": lambdas}
+        default_qualities = list(range(1, len(lambdas) + 1))
+    else:
+        bottleneck_args = {"stages": args.stages, "codebook_size": args.codebook_size}
+        default_qualities = ModelConfig().qualities
+    qualities = [int(q) for q in args.qualities.split(",")] if args.qualities else default_qualities
+    mcfg = ModelConfig(name=args.name, bottleneck=args.bottleneck, channels=args.channels, latent=args.latent,
+                       bottleneck_args=bottleneck_args,
                        qualities=qualities, default_quality=min(args.default_quality, len(qualities)))
     train(cfg, mcfg, resume=args.resume, init=args.init)
 
@@ -262,6 +270,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", required=True, help="folder of training images (the last --val-count are held out)")
     p.add_argument("--out", required=True, help="run folder: checkpoint.pt, log.jsonl, exported model")
     p.add_argument("--name", default="rvq")
+    p.add_argument("--bottleneck", default="rvq", choices=["rvq", "vae"],
+                   help="rvq: residual vector quantizer; vae: scalar latent under a learned factorized prior")
     p.add_argument("--steps", type=int, default=20000)
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--crop", type=int, default=128)
@@ -271,9 +281,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--warmup", type=int, default=500)
     p.add_argument("--channels", type=int, default=96)
     p.add_argument("--latent", type=int, default=96)
-    p.add_argument("--stages", type=int, default=32)
-    p.add_argument("--codebook-size", type=int, default=256)
-    p.add_argument("--qualities", default=None, help="stages used by quality 1, 2, ... (comma list)")
+    p.add_argument("--stages", type=int, default=32, help="rvq: quantizer stages")
+    p.add_argument("--codebook-size", type=int, default=256, help="rvq: codes per stage")
+    p.add_argument("--lambdas", default=None,
+                   help="vae: distortion weight of each level (comma list; default CompressAI's 0.0018..0.0483)")
+    p.add_argument("--qualities", default=None,
+                   help="level used by quality 1, 2, ... (comma list; rvq: stages, vae: 1..levels)")
+    p.add_argument("--full-rate-fraction", type=float, default=0.25,
+                   help="share of samples trained at the finest level (the rest draw a level uniformly)")
     p.add_argument("--default-quality", type=int, default=4)
     p.add_argument("--rate-bias", default=None, type=_auto_or_number,
                    help="entropy-constrained encoding: each code choice pays this x its bits (latent squared-error "

@@ -59,8 +59,9 @@ class Info:
     width: int
     height: int
     mode: str
-    stages: int
-    quality: int | None  # the quality level with this many stages, if any
+    sections: int  # coded sections (RVQ: stages)
+    level: int | None  # the model's rate level, if the model is installed
+    quality: int | None  # the quality level at that rate level, if any
     bytes: int
     refine: int | None = None  # the refinement layer's quantizer step, if the file has one
 
@@ -77,19 +78,23 @@ class Codec:
         self.model = model.eval()
         self.name: str = model.config.name
         self.fingerprint: bytes = model.fingerprint
-        self.stages_per_quality: list[int] = list(model.config.qualities)
+        self.levels_per_quality: list[int] = list(model.config.qualities)
+        """The bottleneck's rate level of each quality (RVQ: stages; VAE: gain vector)."""
         self.default_quality: int = model.config.default_quality
 
     @property
     def quality_levels(self) -> range:
         """The valid ``quality`` arguments, 1 (smallest files) upwards."""
-        return range(1, len(self.stages_per_quality) + 1)
+        return range(1, len(self.levels_per_quality) + 1)
 
-    def stages_for(self, quality: int | None) -> int:
+    def level_for(self, quality: int | None) -> int:
         q = self.default_quality if quality is None else quality
         if q not in self.quality_levels:
             raise UsageError(f"quality {q} is out of range for model {self.name} (1 to {self.quality_levels[-1]})")
-        return self.stages_per_quality[q - 1]
+        return self.levels_per_quality[q - 1]
+
+    def quality_of(self, level: int) -> int | None:
+        return self.levels_per_quality.index(level) + 1 if level in self.levels_per_quality else None
 
     # -- compression --------------------------------------------------------------------
     def compress(self, image: Image.Image, quality: int | None = None, *, refine: int | None = None,
@@ -106,7 +111,7 @@ class Codec:
                      bpp: float | None = None, psnr: float | None = None) -> None:
         """UsageError for a target that makes no sense, before any work is done."""
         if bpp is None and psnr is None:
-            self.stages_for(quality)
+            self.level_for(quality)
             if refine is not None and not 1 <= refine <= 255:
                 raise UsageError(f"refinement step {refine} is outside 1..255")
         elif sum(x is not None for x in (quality, refine, bpp, psnr)) > 1:
@@ -123,16 +128,17 @@ class Codec:
         ``refine`` adds a refinement layer with that quantizer step: no sample is then off by
         more than ``refine // 2`` (1 is lossless on the encoding machine)."""
         self.check_target(quality, refine)
-        stages = self.stages_for(quality)
+        level = self.level_for(quality)
         planes = [to_planes(img) for img in images]
         out: list[bytes | None] = [None] * len(planes)
         for idx in _batches(planes, lambda p: _padded(p.rgb.shape[-2:]), batch_size):
             group = [planes[i] for i in idx]
             x = pad_to_stride(torch.stack([p.rgb for p in group]), STRIDE)
-            symbols = self.model.symbols(analyse(self.model.analysis, x), stages)
-            bases = self._reconstruct(symbols, group) if refine else [None] * len(idx)
+            symbols = self.model.symbols(analyse(self.model.analysis, x), level)
+            bases = self._reconstruct(symbols, level, group) if refine else [None] * len(idx)
             for j, (i, p) in enumerate(zip(idx, group)):
-                out[i] = self._container(p, self.model.entropy.encode(symbols[:, j]), _refinement(p, bases[j], refine))
+                sections = self.model.entropy.encode(symbols[:, j], level)
+                out[i] = self._container(p, sections, _refinement(p, bases[j], refine))
         return out  # type: ignore[return-value]
 
     def _container(self, p: Planes, sections: list[bytes], refinement: bytes | None = None) -> bytes:
@@ -141,31 +147,33 @@ class Codec:
         alpha = bitstream.pack_alpha(p.alpha) if p.alpha is not None else None
         return bitstream.write(bitstream.AecFile(header, sections, alpha, refinement))
 
-    def _reconstruct(self, symbols: np.ndarray, planes: Sequence[Planes | bitstream.Header]) -> list[np.ndarray]:
-        """Symbols (stages, B, h, w) -> the decoded colour planes of each image, cropped."""
-        x_hat = synthesise(self.model.synthesis, self.model.bottleneck.decode(symbols))
+    def _reconstruct(self, symbols: np.ndarray, level: int,
+                     planes: Sequence[Planes | bitstream.Header]) -> list[np.ndarray]:
+        """Symbols (sections, B, ...) -> the decoded colour planes of each image, cropped."""
+        x_hat = synthesise(self.model.synthesis, self.model.bottleneck.decode(symbols, level))
         return [colour_of(x_hat[j, :, : p.height, : p.width], p.mode) for j, p in enumerate(planes)]
 
     # -- rate control -------------------------------------------------------------------
     @torch.inference_mode()
     def _compress_to(self, image: Image.Image, bpp: float | None, psnr: float | None) -> bytes:
-        """The largest file within ``bpp``, or the smallest reaching ``psnr``. The image goes
-        through the analysis once: a file with fewer stages is a prefix of the stages (see
-        ``truncate``). A refinement layer spends the bits the stages leave unused, or reaches a
-        PSNR they cannot (or with fewer bytes)."""
+        """The largest file within ``bpp``, or the smallest reaching ``psnr``, searched over
+        all the bottleneck's rate levels (not only the quality ladder): the image goes through
+        the analysis once, and file size grows with the level. A refinement layer spends the
+        bits the levels leave unused, or reaches a PSNR they cannot (or with fewer bytes)."""
         p = to_planes(image)
-        stages = self.model.bottleneck.sections
-        symbols = self.model.symbols(analyse(self.model.analysis, pad_to_stride(p.rgb[None], STRIDE)), stages)
-        sections = self.model.entropy.encode(symbols[:, 0])
-        base = functools.cache(lambda n: self._reconstruct(symbols[:n], [p])[0])
+        levels = self.model.bottleneck.levels
+        latent = analyse(self.model.analysis, pad_to_stride(p.rgb[None], STRIDE))
+        symbols = functools.cache(lambda n: self.model.symbols(latent, n))
+        sections = functools.cache(lambda n: self.model.entropy.encode(symbols(n)[:, 0], n))
+        base = functools.cache(lambda n: self._reconstruct(symbols(n), n, [p])[0])
         steps = range(1, 256)
 
         def file(n: int, step: int | None = None) -> bytes:
-            return self._container(p, sections[:n], _refinement(p, base(n), step))
+            return self._container(p, sections(n), _refinement(p, base(n), step))
 
         if bpp is not None:
             fits = lambda f: 8 * len(f) <= bpp * p.width * p.height
-            n = bisect.bisect_left(range(1, stages + 1), True, key=lambda n: not fits(file(n)))
+            n = bisect.bisect_left(range(1, levels + 1), True, key=lambda n: not fits(file(n)))
             if n == 0:
                 raise UsageError(f"{bpp} bpp is below the smallest file ({8 * len(file(1)) / (p.width * p.height):.3f} bpp)")
             i = bisect.bisect_left(steps, True, key=lambda step: fits(file(n, step)))
@@ -175,10 +183,10 @@ class Codec:
             decoded = base(n) if step is None else refine.apply(base(n), refine.quantize(p.colour, base(n), step), step)
             return psnr_arrays(p.colour, decoded) >= psnr
 
-        n = 1 + bisect.bisect_left(range(1, stages + 1), True, key=reaches)
-        candidates = [file(n)] if n <= stages else []
-        # fewer stages plus a refinement can be smaller; where no stage count reaches, only that can
-        m = min(n - 1, stages)
+        n = 1 + bisect.bisect_left(range(1, levels + 1), True, key=reaches)
+        candidates = [file(n)] if n <= levels else []
+        # a lower level plus a refinement can be smaller; where no level reaches, only that can
+        m = min(n - 1, levels)
         if m >= 1:
             i = bisect.bisect_left(steps, True, key=lambda step: not reaches(m, step))
             candidates.append(file(m, steps[max(i - 1, 0)]))  # step 1 is lossless, so it reaches
@@ -198,12 +206,14 @@ class Codec:
             if stages < 1:
                 raise UsageError(f"cannot decode {stages} stages")
             files = [f if stages >= f.header.sections else bitstream.first_stages(f, stages) for f in files]
+        levels = [self.model.entropy.level_of(f.sections) for f in files]
         symbols = [self._symbols(f) for f in files]
         residuals = [_residual(f) for f in files]  # decoded before the network: junk fails fast
         out: list[Image.Image | None] = [None] * len(files)
-        key = lambda f: (_padded((f.header.height, f.header.width)), f.header.sections)
-        for idx in _batches(files, key, batch_size):
-            colours = self._reconstruct(np.stack([symbols[i] for i in idx], axis=1), [files[i].header for i in idx])
+        key = lambda i: (_padded((files[i].header.height, files[i].header.width)), levels[i])
+        for idx in _batches(range(len(files)), key, batch_size):
+            colours = self._reconstruct(np.stack([symbols[i] for i in idx], axis=1), levels[idx[0]],
+                                        [files[i].header for i in idx])
             for colour, i in zip(colours, idx):
                 h = files[i].header
                 if residuals[i] is not None:
@@ -225,13 +235,12 @@ class Codec:
                 f"(fingerprint {h.fingerprint.hex()}, installed {self.fingerprint.hex()})"
             )
         if h.sections > self.model.bottleneck.sections:
-            raise FormatError(f"file has {h.sections} stages, model {h.model!r} has {self.model.bottleneck.sections}")
+            raise FormatError(f"file has {h.sections} sections, model {h.model!r} has {self.model.bottleneck.sections}")
         return f
 
     def _symbols(self, f: bitstream.AecFile) -> np.ndarray:
         hp, wp = _padded((f.header.height, f.header.width))
-        flat = self.model.entropy.decode(f.sections, (hp // STRIDE) * (wp // STRIDE))
-        return flat.reshape(len(f.sections), hp // STRIDE, wp // STRIDE)
+        return self.model.entropy.decode(f.sections, self.model.bottleneck.symbol_shape(hp // STRIDE, wp // STRIDE))
 
     def info(self, data: bytes) -> Info:
         return info(data, self)
@@ -243,13 +252,15 @@ class Codec:
         have = f.header.sections
         if (quality is None) == (bpp is None):
             raise UsageError("give exactly one target: quality or bpp")
+        if self.model.bottleneck.sections == 1:
+            raise UsageError(f"model {self.name} codes one section: its files cannot be truncated (re-encode instead)")
         if bpp is not None:
             cuts = [bitstream.write(bitstream.first_stages(f, n)) for n in range(1, have + 1)]
             fitting = [c for c in cuts if 8 * len(c) <= bpp * f.header.width * f.header.height]
             if not fitting:
                 raise UsageError(f"{bpp} bpp is below the file's first stage ({8 * len(cuts[0]) / (f.header.width * f.header.height):.3f} bpp)")
             return fitting[-1]
-        want = self.stages_for(quality)
+        want = self.level_for(quality)
         if want > have:
             raise UsageError(f"quality {quality} needs {want} stages; the file has only {have}")
         return bitstream.write(bitstream.first_stages(f, want))
@@ -285,14 +296,14 @@ def info(data: bytes, codec: Codec | None = None) -> Info:
     """What a .aec file holds, validated; ``quality`` is looked up in its model if installed."""
     f = bitstream.read(data)
     h = f.header
-    quality = None
+    level = quality = None
     try:
         c = codec or load(h.model)
-        if h.sections in c.stages_per_quality:
-            quality = c.stages_per_quality.index(h.sections) + 1
-    except ModelError:
+        level = c.model.entropy.level_of(f.sections)
+        quality = c.quality_of(level)
+    except (ModelError, FormatError):
         pass
-    return Info(h.model, h.fingerprint.hex(), h.width, h.height, h.mode, h.sections, quality, len(data),
+    return Info(h.model, h.fingerprint.hex(), h.width, h.height, h.mode, h.sections, level, quality, len(data),
                 f.refinement[0] if f.refinement else None)
 
 

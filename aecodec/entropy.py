@@ -105,8 +105,22 @@ def geometric_tables(half: int) -> np.ndarray:
     return normalize_counts(np.concatenate([w[:, :0:-1], w], axis=1))
 
 
-class IndexEntropyModel:
-    """Tables ``counts[s, g, k]`` (uint16) and context maps ``context_map[s, k_prev]`` (uint8)."""
+class _Tables:
+    """Tables built from named integer arrays, which is also how they are saved and pickled."""
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        raise NotImplementedError
+
+    def __getstate__(self) -> dict[str, np.ndarray]:  # constriction models do not pickle
+        return self.arrays()
+
+    def __setstate__(self, state: dict[str, np.ndarray]) -> None:
+        self.__init__(**state)
+
+
+class IndexEntropyModel(_Tables):
+    """Tables ``counts[s, g, k]`` (uint16) and context maps ``context_map[s, k_prev]`` (uint8)
+    for RVQ indices: one section per stage, so the level is the number of sections."""
 
     def __init__(self, counts: np.ndarray, context_map: np.ndarray) -> None:
         self.counts = np.ascontiguousarray(counts, dtype=np.uint16)
@@ -119,12 +133,6 @@ class IndexEntropyModel:
 
     def arrays(self) -> dict[str, np.ndarray]:
         return {"counts": self.counts, "context_map": self.context_map}
-
-    def __getstate__(self) -> dict[str, np.ndarray]:  # constriction models do not pickle
-        return self.arrays()
-
-    def __setstate__(self, state: dict[str, np.ndarray]) -> None:
-        self.__init__(**state)
 
     @cached_property
     def _models(self) -> list[list[constriction.stream.model.Categorical]]:
@@ -140,7 +148,13 @@ class IndexEntropyModel:
         before's symbols at the same positions."""
         return self._context(section, previous, count)
 
-    def encode(self, symbols: np.ndarray) -> list[bytes]:
+    def constrain(self, symbols: np.ndarray, level: int) -> np.ndarray:
+        return symbols  # every index has a table entry
+
+    def level_of(self, chunks: list[bytes]) -> int:
+        return len(chunks)
+
+    def encode(self, symbols: np.ndarray, level: int | None = None) -> list[bytes]:
         """Symbols (n, ...) -> one independent ANS chunk per section (little-endian u32 words)."""
         flat = symbols.reshape(len(symbols), -1).astype(np.int32)
         chunks = []
@@ -151,14 +165,15 @@ class IndexEntropyModel:
             chunks.append(ans_bytes(coder))
         return chunks
 
-    def decode(self, chunks: list[bytes], count: int) -> np.ndarray:
-        """Inverse of ``encode``: ``count`` symbols per section. Raises FormatError on junk."""
+    def decode(self, chunks: list[bytes], shape: tuple[int, ...]) -> np.ndarray:
+        """Inverse of ``encode``: symbols (sections, *shape). Raises FormatError on junk."""
+        count = int(np.prod(shape))
         out = np.empty((len(chunks), count), dtype=np.int32)
         for s, chunk in enumerate(chunks):
             ctx = self._context(s, out[s - 1] if s else None, count)
             with ans_reader(chunk, f"section {s}") as coder:
                 pop_groups(coder, ctx, self._models[s], out[s])
-        return out
+        return out.reshape(len(chunks), *shape)
 
     def _context(self, section: int, previous: np.ndarray | None, count: int) -> np.ndarray:
         if previous is None:
@@ -183,6 +198,63 @@ class IndexEntropyModel:
         scale = np.maximum(counts.max(-1, keepdims=True), 1)
         counts16 = np.ceil(counts * 65535 / np.maximum(scale, 65535)).astype(np.uint16)
         return cls(counts16, context_map)
+
+
+class FactorizedTables(_Tables):
+    """Integer tables of a factorized prior (the VAE's): ``counts[l, c, a]`` (int32) is the
+    weight of value ``offsets[l, c] + a`` in channel c at level l. One section: a level byte,
+    then ANS words with the channels in order, each channel's values row-major."""
+
+    def __init__(self, counts: np.ndarray, offsets: np.ndarray) -> None:
+        self.counts = np.ascontiguousarray(counts, dtype=np.int32)
+        self.offsets = np.ascontiguousarray(offsets, dtype=np.int32)
+        if self.counts.ndim != 3 or self.offsets.shape != self.counts.shape[:2] or self.counts.min(initial=0) < 0:
+            raise ValueError("factorized tables do not match their offsets")
+        self.levels, self.channels, self.width = self.counts.shape
+        self._built: dict[int, list[constriction.stream.model.Categorical]] = {}
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        return {"counts": self.counts, "offsets": self.offsets}
+
+    def _models(self, level: int) -> list[constriction.stream.model.Categorical]:
+        if level not in self._built:  # built on first use: a file uses one level
+            self._built[level] = [categorical(t) for t in normalize_counts(self.counts[level - 1])]
+        return self._built[level]
+
+    def constrain(self, symbols: np.ndarray, level: int) -> np.ndarray:
+        """Values clamped into the tables' range (a value beyond keeps the nearest end)."""
+        lo = self.offsets[level - 1][:, None, None]  # symbols (..., C, h, w)
+        return np.clip(symbols, lo, lo + self.width - 1).astype(np.int32)
+
+    def encode(self, symbols: np.ndarray, level: int) -> list[bytes]:
+        """Values (1, C, ...) of one image -> its one section."""
+        flat = symbols.reshape(self.channels, -1) - self.offsets[level - 1][:, None]
+        coder = constriction.stream.stack.AnsCoder()
+        models = self._models(level)
+        for c in reversed(range(self.channels)):
+            coder.encode_reverse(flat[c].astype(np.int32), models[c])
+        return [bytes([level]) + ans_bytes(coder)]
+
+    def level_of(self, chunks: list[bytes]) -> int:
+        if len(chunks) != 1 or not chunks[0]:
+            raise FormatError("a factorized-prior file has exactly one non-empty section")
+        level = chunks[0][0]
+        if not 1 <= level <= self.levels:
+            raise FormatError(f"level {level} is outside the model's 1..{self.levels}")
+        return level
+
+    def decode(self, chunks: list[bytes], shape: tuple[int, ...]) -> np.ndarray:
+        """Inverse of ``encode``: values (1, *shape), shape = (C, h, w)."""
+        level = self.level_of(chunks)
+        if shape[0] != self.channels:
+            raise ValueError("shape does not match the tables' channels")
+        count = int(np.prod(shape[1:]))
+        out = np.empty((self.channels, count), dtype=np.int32)
+        models = self._models(level)
+        with ans_reader(chunks[0][1:], "section 0") as coder:
+            for c in range(self.channels):
+                out[c] = coder.decode(models[c], count)
+        return (out + self.offsets[level - 1][:, None]).reshape(1, *shape)
 
 
 def _cluster_rows(joint: np.ndarray, groups: int, seed: int, iters: int = 25) -> np.ndarray:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from safetensors.torch import save as st_save
 from torch import nn
 
 from . import bottlenecks
+from .bottlenecks import EntropyModel
 from .entropy import IndexEntropyModel
 from .errors import ModelError
 from .imageio import write_atomic
@@ -29,7 +31,7 @@ class ModelConfig:
     latent: int = 64
     bottleneck_args: dict = field(default_factory=lambda: {"stages": 32, "codebook_size": 256})
     qualities: list[int] = field(default_factory=lambda: [3, 5, 8, 12, 16, 22, 28, 32])
-    """Number of bottleneck sections (RVQ stages) used by quality 1, 2, ..."""
+    """The bottleneck's rate level used by quality 1, 2, ... (RVQ: stages; VAE: gain vector)."""
     default_quality: int = 4
     context_groups: int = 16
     rate_bias: float = 0.0
@@ -37,10 +39,8 @@ class ModelConfig:
     on top of its distortion (latent squared error). Encoder-only; 0 is plain nearest-code."""
 
     def __post_init__(self) -> None:
-        stages = self.bottleneck_args.get("stages", max(self.qualities))
-        if not self.qualities or sorted(set(self.qualities)) != list(self.qualities) or \
-                self.qualities[0] < 1 or self.qualities[-1] > stages:
-            raise ModelError(f"quality levels {self.qualities} must increase within 1..{stages} stages")
+        if not self.qualities or sorted(set(self.qualities)) != list(self.qualities) or self.qualities[0] < 1:
+            raise ModelError(f"quality levels {self.qualities} must be increasing rate levels from 1")
         if not 1 <= self.default_quality <= len(self.qualities):
             raise ModelError(f"default quality {self.default_quality} is not a quality level")
 
@@ -53,12 +53,14 @@ class AutoEncoder(nn.Module):
         self.bottleneck = bottlenecks.create(
             config.bottleneck, dim=config.latent, **config.bottleneck_args
         )
+        if config.qualities[-1] > self.bottleneck.levels:
+            raise ModelError(f"quality levels {config.qualities} exceed the bottleneck's {self.bottleneck.levels} levels")
         self.synthesis = Synthesis(config.channels, config.latent)
-        self.entropy: IndexEntropyModel | None = None
+        self.entropy: EntropyModel | None = None
         self.fingerprint: bytes = b""  # set when loaded from bytes: identifies weights + tables
 
-    def forward(self, x: torch.Tensor, sections: torch.Tensor | None = None):
-        out = self.bottleneck(self.analysis(x), sections)
+    def forward(self, x: torch.Tensor, level: torch.Tensor | None = None):
+        out = self.bottleneck(self.analysis(x), level)
         return self.synthesis(out.latent_hat), out
 
     # -- serialisation ----------------------------------------------------------------
@@ -80,9 +82,9 @@ class AutoEncoder(nn.Module):
             model = cls(config)
             entropy = {k[8:]: tensors.pop(k).numpy() for k in list(tensors) if k.startswith("entropy.")}
             model.load_state_dict(tensors)
-        except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+            model.entropy = model.bottleneck.entropy_model(**entropy)
+        except (KeyError, TypeError, ValueError, RuntimeError, ModelError) as exc:
             raise ModelError(f"not a valid aecodec model file ({exc})") from None
-        model.entropy = IndexEntropyModel(**entropy)
         model.fingerprint = hashlib.sha256(data).digest()[:8]
         return model.eval()
 
@@ -94,10 +96,11 @@ class AutoEncoder(nn.Module):
         return cls.from_bytes(Path(path).read_bytes())
 
     @torch.no_grad()
-    def symbols(self, latent: torch.Tensor, sections: int) -> np.ndarray:
-        """Latent (B, C, h, w) -> symbols (sections, B, h, w), rate-biased if configured."""
+    def symbols(self, latent: torch.Tensor, level: int) -> np.ndarray:
+        """Latent (B, C, h, w) -> symbols (sections, B, *symbol_shape) at ``level``, within the
+        tables' range, rate-biased if configured."""
         cost = None
-        if self.config.rate_bias and self.entropy is not None:
+        if self.config.rate_bias and isinstance(self.entropy, IndexEntropyModel):
             bits = torch.from_numpy(self.entropy.bits) * self.config.rate_bias
 
             def cost(s: int, previous: torch.Tensor | None) -> torch.Tensor:
@@ -105,10 +108,11 @@ class AutoEncoder(nn.Module):
                     return bits[s, 0]  # the first section has one table
                 return bits[s][torch.from_numpy(self.entropy.groups_of(s, previous.numpy(), len(previous)))]
 
-        return self.bottleneck.encode(latent, sections, cost)
+        symbols = self.bottleneck.encode(latent, level, cost)
+        return symbols if self.entropy is None else self.entropy.constrain(symbols, level)
 
     @torch.no_grad()
-    def fit_entropy(self, symbols: list[np.ndarray]) -> None:
-        """Fit integer tables from symbol arrays (sections, N_i, h, w) of training images."""
-        flat = np.concatenate([s.reshape(s.shape[0], -1) for s in symbols], axis=1)
-        self.entropy = IndexEntropyModel.fit(flat, self.bottleneck.alphabet, self.config.context_groups)
+    def fit_entropy(self, symbols: Callable[[], list[np.ndarray]]) -> None:
+        """Integer tables: fitted on symbol arrays (sections, 1, ...) of training images, which
+        ``symbols`` computes if the bottleneck needs them, or derived from its prior."""
+        self.entropy = self.bottleneck.fit_entropy(symbols, self.config)

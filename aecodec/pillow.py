@@ -36,7 +36,7 @@ class AecImageFile(ImageFile.ImageFile):
         self._size = (header.width, header.height)
         self._mode = header.mode
         self.info["aec_model"] = header.model
-        self.info["aec_stages"] = header.sections
+        self.info["aec_sections"] = header.sections
         self.tile = []
 
     def load(self):

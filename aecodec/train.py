@@ -23,9 +23,14 @@ import torch
 from tqdm import tqdm
 
 from .bd import bd_rate
+from .entropy import IndexEntropyModel
 from .imageio import open_image, pad_to_stride, to_planes, write_atomic
 from .model import AutoEncoder, ModelConfig
 from .transforms import STRIDE
+
+BOTTLENECK_LR_SCALE = 10.0
+"""Learning-rate multiplier of the bottleneck's own parameters (gains, prior): they start from
+scratch, often on trained transforms, and Adam moves a log-gain by only about lr per step."""
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".ppm"}
 
@@ -48,7 +53,7 @@ class TrainConfig:
     warmup: int = 500
     """Steps as a plain autoencoder before the quantiser is switched on."""
     full_rate_fraction: float = 0.25
-    """Share of samples trained with all stages; the rest draw a stage count uniformly."""
+    """Share of samples trained at the finest level; the rest draw a level uniformly."""
     val_count: int = 4
     """The last images of the folder (sorted by name) are held out for validation."""
     checkpoint_minutes: float = 5.0
@@ -83,36 +88,39 @@ def psnr(mse: torch.Tensor) -> torch.Tensor:
     return -10 * torch.log10(mse.clamp(min=1e-10))
 
 
+def _latents(model: AutoEncoder, images: list[torch.Tensor], device: torch.device) -> list[torch.Tensor]:
+    return [model.analysis(pad_to_stride(img[None].float().div(255), STRIDE).to(device)).cpu() for img in images]
+
+
 @torch.no_grad()
 def symbols_of(model: AutoEncoder, images: list[torch.Tensor], device: torch.device) -> list[np.ndarray]:
-    """All-stage symbols of each image (padded to the stride), for fitting and rate estimates."""
-    out = []
-    for img in images:
-        x = pad_to_stride(img[None].float().div(255), STRIDE).to(device)
-        out.append(model.symbols(model.analysis(x).cpu(), model.bottleneck.sections))
-    return out
+    """Finest-level symbols of each image (padded to the stride), for fitting tables."""
+    return [model.symbols(lat, model.bottleneck.levels) for lat in _latents(model, images, device)]
 
 
 @torch.no_grad()
 def validate(model: AutoEncoder, images: list[torch.Tensor], device: torch.device) -> list[dict]:
-    """PSNR and bpp at every quality level on the held-out images (bpp from the fitted tables
-    when the model has them, else log2(K) per symbol)."""
+    """PSNR and real coded bpp at every quality level on the held-out images. Before export
+    the tables are provisional: fitted on these images' own symbols (RVQ, so slightly
+    optimistic) or derived from the current prior (VAE)."""
     model.eval()
+    latents = _latents(model, images, device)
+    provisional = model.entropy is None
+    if provisional:
+        model.fit_entropy(lambda: [model.symbols(lat, model.bottleneck.levels) for lat in latents])
     rows = []
-    syms = symbols_of(model, images, device)
-    for q, stages in enumerate(model.config.qualities, 1):
+    for q, level in enumerate(model.config.qualities, 1):
         mse, bits, pixels = [], 0.0, 0
-        for img, sym in zip(images, syms):
+        for img, lat in zip(images, latents):
             x = img[None].float().div(255)
-            latent = model.bottleneck.decode(sym[:stages])
-            x_hat = model.synthesis(latent.to(device)).cpu()[..., : x.shape[2], : x.shape[3]]
+            sym = model.symbols(lat, level)
+            x_hat = model.synthesis(model.bottleneck.decode(sym, level).to(device)).cpu()[..., : x.shape[2], : x.shape[3]]
             mse.append(torch.mean((x_hat.clamp(0, 1) - x) ** 2))
             pixels += x.shape[2] * x.shape[3]
-            if model.entropy is not None:
-                bits += 8 * sum(len(c) for c in model.entropy.encode(sym[:stages, 0]))
-            else:
-                bits += sym[:stages].size * math.log2(model.bottleneck.alphabet)
-        rows.append({"quality": q, "stages": stages, "bpp": bits / pixels, "psnr": float(psnr(torch.stack(mse)).mean())})
+            bits += 8 * sum(len(c) for c in model.entropy.encode(sym[:, 0], level))
+        rows.append({"quality": q, "level": level, "bpp": bits / pixels, "psnr": float(psnr(torch.stack(mse)).mean())})
+    if provisional:
+        model.entropy = None
     model.train()
     return rows
 
@@ -148,7 +156,10 @@ def train(cfg: TrainConfig, model_config: ModelConfig, resume: bool = False,
         state = torch.load(ckpt_path, map_location="cpu", weights_only=False)
         model_config = ModelConfig(**state["model_config"])
     model = AutoEncoder(model_config).to(device)
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    own = list(model.bottleneck.parameters())  # the VAE's gains and prior; the RVQ has none
+    rest = [p for name, p in model.named_parameters() if not name.startswith("bottleneck.")]
+    opt = torch.optim.Adam([{"params": rest}] + ([{"params": own, "lr_scale": BOTTLENECK_LR_SCALE}] if own else []),
+                           lr=cfg.lr)
     if state is not None:
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["opt"])
@@ -156,14 +167,21 @@ def train(cfg: TrainConfig, model_config: ModelConfig, resume: bool = False,
         rng.setstate(state["rng"])
         torch.set_rng_state(state["torch_rng"])
         print(f"resumed from {ckpt_path} at step {step}")
-    elif init is not None:  # continue from a shipped model rather than start over
-        model.load_state_dict(AutoEncoder.load(init).state_dict())
-        step = cfg.warmup  # its codebooks are already trained
-        print(f"initialised from {init}")
+    new_bottleneck = True
+    if state is None and init is not None:  # continue from a trained model, not from scratch
+        source = AutoEncoder.load(init)
+        new_bottleneck = source.config.bottleneck != model_config.bottleneck
+        weights = {k: v for k, v in source.state_dict().items() if not (new_bottleneck and k.startswith("bottleneck."))}
+        try:
+            model.load_state_dict(weights, strict=not new_bottleneck)  # another bottleneck: the transforms only
+        except RuntimeError as exc:
+            raise SystemExit(f"--init {init}: its transforms do not fit this model ({exc})") from None
+        step = cfg.warmup  # trained transforms replace the plain-autoencoder phase
+        print(f"initialised from {init}" + (" (transforms only)" if new_bottleneck else ""))
     model.train()
     fresh_from = step if state is None else None  # the step the optimiser started cold
-    needs_init = init is None and step <= cfg.warmup
-    sections = model.bottleneck.sections
+    needs_init = step <= cfg.warmup and new_bottleneck
+    levels = model.bottleneck.levels
     log = open(out / "log.jsonl", "a")
     last_ckpt = time.time()
     start = time.time() - elapsed
@@ -174,24 +192,31 @@ def train(cfg: TrainConfig, model_config: ModelConfig, resume: bool = False,
             with torch.no_grad():
                 x = random_crops(train_imgs, 128, cfg.crop, rng).to(device)
                 lat = model.analysis(x).permute(0, 2, 3, 1).reshape(-1, model_config.latent).cpu()
-            model.bottleneck.init_codebooks(lat, seed=cfg.seed)
+            model.bottleneck.initialise(lat, seed=cfg.seed)
             model.bottleneck.to(device)
         lr = cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * step / cfg.steps)))
         if fresh_from is not None and step - fresh_from < cfg.lr_warmup:
             lr *= (step - fresh_from + 1) / cfg.lr_warmup
         for group in opt.param_groups:
-            group["lr"] = lr
+            group["lr"] = lr * group.get("lr_scale", 1.0)
         x = random_crops(train_imgs, cfg.batch_size, cfg.crop, rng).to(device)
         if step < cfg.warmup:
-            x_hat, aux, metrics = model.synthesis(model.analysis(x)), torch.zeros((), device=device), {}
+            x_hat = model.synthesis(model.analysis(x))
+            mse = ((x_hat - x) ** 2).mean((1, 2, 3))
+            loss, metrics = -psnr(mse).mean(), {}
         else:
-            n = torch.randint(1, sections + 1, (cfg.batch_size,), device=device)
+            n = torch.randint(1, levels + 1, (cfg.batch_size,), device=device)
             full = torch.rand(cfg.batch_size, device=device) < cfg.full_rate_fraction
-            n = torch.where(full, torch.full_like(n, sections), n)
+            n = torch.where(full, torch.full_like(n, levels), n)
             x_hat, bo = model(x, n)
-            aux, metrics = bo.loss, bo.metrics
-        mse = ((x_hat - x) ** 2).mean((1, 2, 3))
-        loss = -psnr(mse).mean() + aux
+            mse = ((x_hat - x) ** 2).mean((1, 2, 3))
+            metrics = bo.metrics
+            if bo.bits is None:  # the level fixes the rate: minimise distortion in dB
+                loss = -psnr(mse).mean() + bo.loss
+            else:  # Lagrangian rate-distortion loss, lambda by level (CompressAI's scaling)
+                bpp = bo.bits / (x.shape[2] * x.shape[3])
+                loss = (model.bottleneck.rate_weight(n) * 255**2 * mse + bpp).mean() + bo.loss
+                metrics = metrics | {"bpp": float(bpp.detach().mean())}
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -202,7 +227,7 @@ def train(cfg: TrainConfig, model_config: ModelConfig, resume: bool = False,
             perp = [v for k, v in metrics.items() if k.startswith("perplexity/")]
             rec = {"step": step, "loss": float(loss), "psnr": float(psnr(mse).mean()), "lr": lr,
                    "time": time.time() - start,
-                   "perplexity": [round(p, 1) for p in perp]}
+                   "perplexity": [round(p, 1) for p in perp]} | ({"bpp": metrics["bpp"]} if "bpp" in metrics else {})
             log.write(json.dumps(rec) + "\n")
             log.flush()
             bar.set_postfix(psnr=f"{rec['psnr']:.2f}", ppl=f"{min(perp, default=0):.0f}-{max(perp, default=0):.0f}")
@@ -243,11 +268,12 @@ def export(model: AutoEncoder, train_imgs: list[torch.Tensor], val_imgs: list[to
     ones (unless given), and write ``<name>.safetensors``."""
     model.eval()
     model.config.rate_bias = 0.0
-    model.fit_entropy(symbols_of(model, train_imgs, device))
-    bias = choose_rate_bias(model, val_imgs, device) if rate_bias is None else rate_bias
-    if bias:  # rate-biased choices make the symbols more peaked: refit the tables on them
-        model.config.rate_bias = bias
-        model.fit_entropy(symbols_of(model, train_imgs, device))
+    model.fit_entropy(lambda: symbols_of(model, train_imgs, device))
+    if isinstance(model.entropy, IndexEntropyModel):  # rate-biased index choice (the RVQ's)
+        bias = choose_rate_bias(model, val_imgs, device) if rate_bias is None else rate_bias
+        if bias:  # rate-biased choices make the symbols more peaked: refit the tables on them
+            model.config.rate_bias = bias
+            model.fit_entropy(lambda: symbols_of(model, train_imgs, device))
     model.to("cpu")
     path = out / f"{model.config.name}.safetensors"
     model.save(path)
@@ -255,6 +281,6 @@ def export(model: AutoEncoder, train_imgs: list[torch.Tensor], val_imgs: list[to
     summary = {"steps": step, "seconds": round(seconds), "device": str(device), "validation": rows}
     write_atomic(out / "summary.json", json.dumps(summary, indent=1).encode())
     for r in rows:
-        print(f"q{r['quality']} ({r['stages']} stages): {r['bpp']:.3f} bpp  {r['psnr']:.2f} dB")
+        print(f"q{r['quality']} (level {r['level']}): {r['bpp']:.3f} bpp  {r['psnr']:.2f} dB")
     print(f"exported {path}")
     return path

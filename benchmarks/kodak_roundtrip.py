@@ -81,8 +81,8 @@ def run(dataset: Path, model: str) -> dict:
                         raise SystemExit(f"{f}: got {out.size} {out.mode}, expected {img.size} {img.mode}")
                     scores.append(psnr(img, out))
                 rates.append(bpp(aec.stat().st_size, img))
-                fixed_bits += codec.stages_per_quality[q - 1] * positions(img) * np.log2(codec.model.bottleneck.alphabet)
-            rows.append({"quality": q, "stages": codec.stages_per_quality[q - 1], "bpp": float(np.mean(rates)),
+                fixed_bits += codec.levels_per_quality[q - 1] * positions(img) * np.log2(codec.model.bottleneck.alphabet)
+            rows.append({"quality": q, "stages": codec.levels_per_quality[q - 1], "bpp": float(np.mean(rates)),
                          "psnr": float(np.mean(scores)), "seconds_per_image": seconds / len(files),
                          "entropy_coding_gain": 1 - sum(rates_to_bits(rates, images)) / fixed_bits})
             print(f"q{q}: {rows[-1]['bpp']:.3f} bpp {rows[-1]['psnr']:.2f} dB", file=sys.stderr)

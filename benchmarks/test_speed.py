@@ -62,7 +62,7 @@ def test_entropy_coder_alone(benchmark, codec):
     entropy = codec.model.entropy
     rng = np.random.default_rng(0)
     symbols = rng.integers(0, entropy.alphabet, (entropy.sections, 32 * 48), dtype=np.int32)
-    out = benchmark(lambda: entropy.decode(entropy.encode(symbols), symbols.shape[1]))
+    out = benchmark(lambda: entropy.decode(entropy.encode(symbols), symbols.shape[1:]))
     _rate(benchmark, symbols.size / 1e6, "million_symbols_per_s")
     assert np.array_equal(out, symbols)
 

@@ -33,8 +33,8 @@ def build_tiny_model(seed: int = 0) -> AutoEncoder:
               for s in range(4)]
     with torch.no_grad():
         latents = torch.cat([model.analysis(i[None].float() / 255) for i in images])
-    model.bottleneck.init_codebooks(latents.permute(0, 2, 3, 1).reshape(-1, 8), iters=5)
-    model.fit_entropy(symbols_of(model, images, torch.device("cpu")))
+    model.bottleneck.initialise(latents.permute(0, 2, 3, 1).reshape(-1, 8), iters=5)
+    model.fit_entropy(lambda: symbols_of(model, images, torch.device("cpu")))
     return AutoEncoder.from_bytes(model.to_bytes())  # as a user would load it
 
 

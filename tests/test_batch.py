@@ -70,7 +70,7 @@ def test_cli_batch_round_trip_with_progress_and_summary(capsys, tmp_path, photos
     assert "5 done, 0 skipped, 0 failed" in out and "bytes in" in out and "bpp" in out
     assert "encode" in err and "5/5" in err and "100%" in err  # the tqdm bar, on stderr
     for p in photos:
-        assert aecodec.info((tmp_path / "aec" / f"{p.stem}.aec").read_bytes()).stages == 2
+        assert aecodec.info((tmp_path / "aec" / f"{p.stem}.aec").read_bytes()).sections == 2
 
     aecs = sorted((tmp_path / "aec").glob("*.aec"))
     code, out, err = run(capsys, "decode", *aecs, "-o", tmp_path / "jpg", "--format", "jpg", "--model", tiny_path)

@@ -98,7 +98,7 @@ def test_absurd_size_is_refused_before_allocation(tiny, small_file):
 def test_more_stages_than_the_model_has(tiny, small_file):
     f = bitstream.read(small_file)
     more = dataclasses.replace(f, header=dataclasses.replace(f.header, sections=9), sections=f.sections * 3)
-    with pytest.raises(FormatError, match="9 stages"):
+    with pytest.raises(FormatError, match="9 sections"):
         tiny.decompress(bitstream.write(more))
 
 

@@ -35,7 +35,7 @@ def test_encode_decode_info(capsys, tmp_path, png, tiny_path):
     code, out, _ = run(capsys, "encode", png, aec, "--model", tiny_path, "--quality", "3")
     assert code == 0 and "bpp" in out
     code, out, _ = run(capsys, "info", aec)
-    assert code == 0 and "50x30 RGB" in out and "3 stages" in out
+    assert code == 0 and "50x30 RGB" in out and "3 sections" in out
     code, _, err = run(capsys, "decode", aec, back, "--model", tiny_path)
     assert code == 0 and err == ""
     from PIL import Image

@@ -16,7 +16,7 @@ def test_save_and_open_with_pillow(tmp_path):
     img.save(tmp_path / "a.aec", quality=2)
     with Image.open(tmp_path / "a.aec") as back:
         assert back.format == "AEC" and back.size == (48, 40) and back.mode == "RGB"
-        assert back.info["aec_stages"] == aecodec.load("rvq").stages_per_quality[1]
+        assert back.info["aec_sections"] == aecodec.load("rvq").levels_per_quality[1]
         pixels = np.array(back)
     assert pixels.shape == (40, 48, 3)
     direct = aecodec.decompress((tmp_path / "a.aec").read_bytes())

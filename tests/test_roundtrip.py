@@ -113,7 +113,7 @@ def test_unknown_quality_is_a_usage_error(tiny):
 
 def test_truncate_is_byte_identical_to_encoding_at_lower_quality(tiny):
     img = smooth_image(80, 48, mode="RGBA")
-    top = tiny.compress(img, len(tiny.stages_per_quality))
+    top = tiny.compress(img, len(tiny.levels_per_quality))
     for q in tiny.quality_levels:
         assert tiny.truncate(top, q) == tiny.compress(img, q)
 
@@ -122,7 +122,7 @@ def test_preview_decodes_the_first_stages(tiny):
     img = smooth_image(64, 32)
     top = tiny.compress(img, 4)
     low = tiny.compress(img, 1)
-    assert np.array_equal(np.array(tiny.decompress(top, stages=tiny.stages_per_quality[0])), np.array(tiny.decompress(low)))
+    assert np.array_equal(np.array(tiny.decompress(top, stages=tiny.levels_per_quality[0])), np.array(tiny.decompress(low)))
 
 
 def test_compress_to_a_rate_never_exceeds_it(tiny):
@@ -152,7 +152,7 @@ def test_compress_to_a_psnr_reaches_it_with_few_bytes(tiny):
     for target in ((scores[0] + scores[-1]) / 2, scores[-1] + 3, 99):
         data = tiny.compress(img, psnr=target)
         assert psnr(img, tiny.decompress(data)) >= target
-        n = tiny.info(data).stages
+        n = tiny.info(data).sections
         if n > 1 and tiny.info(data).refine is None:
             assert psnr(img, tiny.decompress(data, stages=n - 1)) < target
     with pytest.raises(UsageError, match="give one target"):
@@ -178,7 +178,7 @@ def test_refinement_is_dropped_by_truncation_and_preview(tiny):
     plain = tiny.compress(img, 3)
     assert tiny.truncate(refined, 3) == plain
     assert tiny.truncate(refined, 2) == tiny.compress(img, 2)
-    stages = tiny.stages_per_quality[1]
+    stages = tiny.levels_per_quality[1]
     assert np.array_equal(np.asarray(tiny.decompress(refined, stages=stages)),
                           np.asarray(tiny.decompress(plain, stages=stages)))
     assert np.array_equal(np.asarray(tiny.decompress(refined, stages=99)), np.asarray(tiny.decompress(refined)))

@@ -1,7 +1,8 @@
 """Bottlenecks: what sits between the analysis and synthesis transforms.
 
-A bottleneck turns a float latent into integer symbols, ordered coarse to fine in *sections*
-(for the RVQ, one section per stage), and back. Every bottleneck follows the same small
+A bottleneck turns a float latent into integer symbols at one of its rate *levels*, in
+coarse-to-fine *sections* (the RVQ: one section per stage, level = stages; the VAE: one section,
+level = gain vector), and back; its entropy model codes them against integer tables. Every bottleneck follows the same small
 protocol so the container, CLI, API and benchmarks need no change for a new variant: write one
 module, decorate its class with ``@register("name")``.
 """
@@ -22,8 +23,11 @@ class BottleneckOutput:
 
     latent_hat: torch.Tensor
     loss: torch.Tensor
-    """Auxiliary loss of the bottleneck (commitment or rate term), already weighted."""
+    """Auxiliary loss of the bottleneck (commitment term), already weighted."""
     metrics: dict[str, float] = field(default_factory=dict)
+    bits: torch.Tensor | None = None
+    """Estimated code length (B,) of each sample, for bottlenecks trained with a rate term;
+    None where the level alone fixes the rate (the RVQ)."""
 
 
 RateCost = Callable[[int, "torch.Tensor | None"], torch.Tensor]
@@ -33,23 +37,48 @@ positions, added to each choice's distortion when encoding section ``section``
 lambda times its code length, for entropy-constrained quantization."""
 
 
+class EntropyModel(Protocol):
+    """Integer tables that turn one image's symbols into section bytes and back (entropy.py)."""
+
+    def arrays(self) -> dict[str, np.ndarray]: ...
+    def constrain(self, symbols: np.ndarray, level: int) -> np.ndarray: ...
+    def encode(self, symbols: np.ndarray, level: int) -> list[bytes]: ...
+    def level_of(self, chunks: list[bytes]) -> int: ...
+    def decode(self, chunks: list[bytes], shape: tuple[int, ...]) -> np.ndarray: ...
+
+
 class Bottleneck(Protocol):
+    levels: int
+    """Rate levels 1..levels (RVQ: stages used; VAE: gain vectors); quality q uses one."""
     sections: int
-    """Number of coarse-to-fine sections of symbols; quality levels use a prefix of them."""
-    alphabet: int
-    """Symbols are integers in [0, alphabet)."""
+    """Most coarse-to-fine sections of symbols a file can have."""
+    entropy_model: type
+    """The EntropyModel class its tables are stored as."""
 
-    def forward(self, latent: torch.Tensor, sections: torch.Tensor | None) -> BottleneckOutput:
-        """Training pass; ``sections`` (B,) says how many sections each sample may use."""
+    def initialise(self, latents: torch.Tensor, seed: int = 0) -> None:
+        """Data-dependent initialisation from latents (N, C) of training crops."""
         ...
 
-    def encode(self, latent: torch.Tensor, sections: int, cost: RateCost | None = None) -> np.ndarray:
-        """Latent (B, C, h, w) -> int32 symbols (sections, B, h, w), each choice minimising
-        distortion plus ``cost``."""
+    def forward(self, latent: torch.Tensor, level: torch.Tensor | None) -> BottleneckOutput:
+        """Training pass; ``level`` (B,) is each sample's rate level (None: the finest)."""
         ...
 
-    def decode(self, symbols: np.ndarray) -> torch.Tensor:
-        """int32 symbols (n, B, h, w), any n <= sections -> latent (B, C, h, w)."""
+    def encode(self, latent: torch.Tensor, level: int, cost: RateCost | None = None) -> np.ndarray:
+        """Latent (B, C, h, w) -> int32 symbols (sections, B, *symbol_shape), each choice
+        minimising distortion plus ``cost`` where the bottleneck supports it."""
+        ...
+
+    def decode(self, symbols: np.ndarray, level: int) -> torch.Tensor:
+        """Symbols (sections, B, *symbol_shape) at ``level`` -> latent (B, C, h, w)."""
+        ...
+
+    def symbol_shape(self, h: int, w: int) -> tuple[int, ...]:
+        """Shape of one section's symbols for a latent grid of h x w."""
+        ...
+
+    def fit_entropy(self, symbols: Callable[[], list[np.ndarray]], config) -> EntropyModel:
+        """Integer tables, from training symbols (called only if needed) or the bottleneck's
+        own prior; ``config`` is the ModelConfig."""
         ...
 
 
@@ -68,4 +97,4 @@ def create(kind: str, **kwargs: object) -> Bottleneck:
     return REGISTRY[kind](**kwargs)
 
 
-from . import rvq  # noqa: E402,F401  (registers the built-in bottleneck)
+from . import rvq, vae  # noqa: E402,F401  (register the built-in bottlenecks)

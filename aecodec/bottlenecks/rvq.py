@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
+from ..entropy import IndexEntropyModel
 from . import BottleneckOutput, RateCost, register
 
 
@@ -47,6 +48,8 @@ GBs (positions x codebook size floats) if made at once."""
 
 @register("rvq")
 class ResidualVQ(nn.Module):
+    entropy_model = IndexEntropyModel
+
     def __init__(
         self,
         dim: int,
@@ -57,7 +60,7 @@ class ResidualVQ(nn.Module):
         commitment: float = 0.1,
     ) -> None:
         super().__init__()
-        self.dim, self.sections, self.alphabet = dim, stages, codebook_size
+        self.dim, self.sections, self.levels, self.alphabet = dim, stages, stages, codebook_size
         self.decay, self.dead_threshold, self.commitment = decay, dead_threshold, commitment
         self.register_buffer("codebooks", torch.zeros(stages, codebook_size, dim))
         self.register_buffer("ema_count", torch.ones(stages, codebook_size))
@@ -65,7 +68,7 @@ class ResidualVQ(nn.Module):
 
     # -- training -----------------------------------------------------------------------
     @torch.no_grad()
-    def init_codebooks(self, latents: torch.Tensor, iters: int = 20, seed: int = 0) -> None:
+    def initialise(self, latents: torch.Tensor, seed: int = 0, iters: int = 20) -> None:
         """k-means each stage on the residuals the earlier (already initialised) stages leave."""
         gen = torch.Generator().manual_seed(seed)
         residual = latents.reshape(-1, self.dim).float().clone()
@@ -76,7 +79,7 @@ class ResidualVQ(nn.Module):
             self.ema_count[s] = 1.0
             residual -= centers[_nearest(residual, centers)]
 
-    def forward(self, latent: torch.Tensor, sections: torch.Tensor | None) -> BottleneckOutput:
+    def forward(self, latent: torch.Tensor, level: torch.Tensor | None) -> BottleneckOutput:
         b, _, h, w = latent.shape
         flat = rearrange(latent, "b c h w -> (b h w) c")
         residual = flat.detach().clone()
@@ -93,9 +96,9 @@ class ResidualVQ(nn.Module):
             partial = partial + code
             per_stage.append(partial)
         stacked = torch.stack(per_stage)  # (S, N, C)
-        if sections is None:
-            sections = torch.full((b,), self.sections, device=latent.device)
-        use = (sections.repeat_interleave(h * w) - 1).clamp(0, self.sections - 1)
+        if level is None:
+            level = torch.full((b,), self.sections, device=latent.device)
+        use = (level.repeat_interleave(h * w) - 1).clamp(0, self.sections - 1)
         quant = stacked[use, torch.arange(len(use), device=latent.device)]
         commit = F.mse_loss(flat, quant) / flat.detach().square().mean().clamp(min=1e-6)
         out = flat + (quant - flat).detach()  # straight-through gradient to the encoder
@@ -120,30 +123,39 @@ class ResidualVQ(nn.Module):
 
     # -- coding -------------------------------------------------------------------------
     @torch.no_grad()
-    def encode(self, latent: torch.Tensor, sections: int, cost: RateCost | None = None) -> np.ndarray:
+    def encode(self, latent: torch.Tensor, level: int, cost: RateCost | None = None) -> np.ndarray:
+        """Level = stages; the first stages of a higher level are the same symbols."""
         b, _, h, w = latent.shape
         flat = rearrange(latent, "b c h w -> (b h w) c").float()
-        out = np.empty((sections, b * h * w), dtype=np.int32)
+        out = np.empty((level, b * h * w), dtype=np.int32)
         for start in range(0, len(flat), ENCODE_CHUNK):  # positions are independent
             residual = flat[start : start + ENCODE_CHUNK].clone()
             idx = None
-            for s in range(sections):
+            for s in range(level):
                 dist = _distances(residual, self.codebooks[s])
                 if cost is not None:  # entropy-constrained: a likely code may win over a nearer one
                     dist += cost(s, idx)
                 idx = dist.argmin(1)
                 residual -= self.codebooks[s][idx]
                 out[s, start : start + len(idx)] = idx.numpy()
-        return out.reshape(sections, b, h, w)
+        return out.reshape(level, b, h, w)
 
     @torch.no_grad()
-    def decode(self, symbols: np.ndarray) -> torch.Tensor:
+    def decode(self, symbols: np.ndarray, level: int | None = None) -> torch.Tensor:
         n, b, h, w = symbols.shape
         idx = torch.from_numpy(symbols.astype(np.int64)).reshape(n, -1)
         latent = torch.zeros(idx.shape[1], self.dim)
         for s in range(n):  # fixed summation order: the same latent for any batch size
             latent += self.codebooks[s][idx[s]]
         return rearrange(latent, "(b h w) c -> b c h w", b=b, h=h, w=w)
+
+    def symbol_shape(self, h: int, w: int) -> tuple[int, ...]:
+        return (h, w)
+
+    def fit_entropy(self, symbols, config) -> IndexEntropyModel:
+        """Count the training symbols, with the previous stage's index as context."""
+        flat = np.concatenate([s.reshape(s.shape[0], -1) for s in symbols()], axis=1)
+        return IndexEntropyModel.fit(flat, self.alphabet, config.context_groups)
 
 
 def _perplexity(idx: torch.Tensor, k: int) -> float:
