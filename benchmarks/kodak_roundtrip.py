@@ -56,8 +56,14 @@ def positions(img: Image.Image) -> int:
     return -(-img.width // STRIDE) * -(-img.height // STRIDE)
 
 
-def rates_to_bits(rates: list[float], images: list[Image.Image]) -> list[float]:
-    return [r * img.width * img.height for r, img in zip(rates, images)]
+def _coding_gain(codec: aecodec.Codec, level: int, rates: list[float], images: list[Image.Image]) -> float | None:
+    """Bits saved against log2(K) bits per RVQ index; None for a bottleneck without a fixed
+    alphabet (the VAE's baseline would be arbitrary)."""
+    alphabet = getattr(codec.model.bottleneck, "alphabet", None)
+    if alphabet is None:
+        return None
+    fixed = sum(level * positions(img) * np.log2(alphabet) for img in images)
+    return 1 - sum(r * img.width * img.height for r, img in zip(rates, images)) / fixed
 
 
 def run(dataset: Path, model: str) -> dict:
@@ -67,7 +73,7 @@ def run(dataset: Path, model: str) -> dict:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for q in codec.quality_levels:
-            rates, scores, seconds, fixed_bits = [], [], 0.0, 0.0
+            rates, scores, seconds = [], [], 0.0
             for f, img in zip(files, images):
                 aec, png = Path(tmp) / f"{f.stem}.aec", Path(tmp) / f"{f.stem}.png"
                 t = time.perf_counter()
@@ -81,10 +87,10 @@ def run(dataset: Path, model: str) -> dict:
                         raise SystemExit(f"{f}: got {out.size} {out.mode}, expected {img.size} {img.mode}")
                     scores.append(psnr(img, out))
                 rates.append(bpp(aec.stat().st_size, img))
-                fixed_bits += codec.levels_per_quality[q - 1] * positions(img) * np.log2(codec.model.bottleneck.alphabet)
-            rows.append({"quality": q, "stages": codec.levels_per_quality[q - 1], "bpp": float(np.mean(rates)),
+            level = codec.levels_per_quality[q - 1]
+            rows.append({"quality": q, "level": level, "bpp": float(np.mean(rates)),
                          "psnr": float(np.mean(scores)), "seconds_per_image": seconds / len(files),
-                         "entropy_coding_gain": 1 - sum(rates_to_bits(rates, images)) / fixed_bits})
+                         "entropy_coding_gain": _coding_gain(codec, level, rates, images)})
             print(f"q{q}: {rows[-1]['bpp']:.3f} bpp {rows[-1]['psnr']:.2f} dB", file=sys.stderr)
     jpeg = jpeg_curve(images)
     for r in rows:
@@ -96,24 +102,27 @@ def run(dataset: Path, model: str) -> dict:
 
 
 def markdown(result: dict) -> str:
-    lines = ["| quality | stages | bpp | PSNR (dB) | JPEG 4:2:0 at same bpp | margin (dB) | entropy-coding gain |",
+    lines = ["| quality | level | bpp | PSNR (dB) | JPEG 4:2:0 at same bpp | margin (dB) | entropy-coding gain |",
              "|---|---|---|---|---|---|---|"]
     for r in result["rows"]:
         ref = "out of JPEG's range" if r["jpeg_psnr"] is None else f"{r['jpeg_psnr']:.2f}"
         margin = "" if r["margin_db"] is None else f"{r['margin_db']:+.2f}"
-        lines.append(f"| {r['quality']} | {r['stages']} | {r['bpp']:.3f} | {r['psnr']:.2f} | {ref} | {margin} "
-                     f"| {100 * r['entropy_coding_gain']:.1f}% |")
+        gain = "" if r["entropy_coding_gain"] is None else f"{100 * r['entropy_coding_gain']:.1f}%"
+        lines.append(f"| {r['quality']} | {r['level']} | {r['bpp']:.3f} | {r['psnr']:.2f} | {ref} | {margin} | {gain} |")
     return "\n".join(lines)
 
 
 def script(doc: str, run: Callable[[Path, str], dict], markdown: Callable[[dict], str], name: str) -> None:
     """The command line of a benchmark over one folder of images: --dataset, --model, --out;
-    writes results/<name>.json and .md and prints the table."""
+    writes results/<name>.json (<name>_<model>.json for a model other than rvq) and .md and
+    prints the table."""
     parser = argparse.ArgumentParser(description=doc.split("\n\n")[0])
     parser.add_argument("--dataset", type=Path, required=True)
     parser.add_argument("--model", default="rvq")
-    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / f"{name}.json")
+    parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
+    if args.out is None:
+        args.out = Path(__file__).parent / "results" / (f"{name}.json" if args.model == "rvq" else f"{name}_{args.model}.json")
     result = run(args.dataset, args.model)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1))

@@ -23,17 +23,25 @@ def smooth_image(width: int, height: int, seed: int = 0, mode: str = "RGB") -> I
     return img if mode == "RGBA" else img.convert(mode)
 
 
-def build_tiny_model(seed: int = 0) -> AutoEncoder:
+TINY_CONFIGS = {
+    "rvq": ModelConfig(name="tiny", channels=8, latent=8, bottleneck_args={"stages": 4, "codebook_size": 16},
+                       qualities=[1, 2, 3, 4], default_quality=2, context_groups=4),
+    "vae": ModelConfig(name="tinyvae", bottleneck="vae", channels=8, latent=8,
+                       bottleneck_args={"lambdas": [0.001, 0.01, 0.05, 0.2]},
+                       qualities=[1, 2, 3, 4], default_quality=2),
+}
+
+
+def build_tiny_model(seed: int = 0, bottleneck: str = "rvq") -> AutoEncoder:
+    """An untrained model with data-initialised bottleneck and real tables: what the codec
+    machinery needs, in a second."""
     torch.manual_seed(seed)
-    config = ModelConfig(name="tiny", channels=8, latent=8,
-                         bottleneck_args={"stages": 4, "codebook_size": 16},
-                         qualities=[1, 2, 3, 4], default_quality=2, context_groups=4)
-    model = AutoEncoder(config).eval()
+    model = AutoEncoder(TINY_CONFIGS[bottleneck]).eval()
     images = [(torch.from_numpy(np.array(smooth_image(64, 48, s))[:, :, :3]).permute(2, 0, 1))
               for s in range(4)]
     with torch.no_grad():
         latents = torch.cat([model.analysis(i[None].float() / 255) for i in images])
-    model.bottleneck.initialise(latents.permute(0, 2, 3, 1).reshape(-1, 8), iters=5)
+    model.bottleneck.initialise(latents.permute(0, 2, 3, 1).reshape(-1, 8), seed=seed)
     model.fit_entropy(lambda: symbols_of(model, images, torch.device("cpu")))
     return AutoEncoder.from_bytes(model.to_bytes())  # as a user would load it
 
@@ -46,6 +54,17 @@ def tiny_model() -> AutoEncoder:
 @pytest.fixture(scope="session")
 def tiny(tiny_model: AutoEncoder) -> Codec:
     return Codec(tiny_model)
+
+
+@pytest.fixture(scope="session")
+def tiny_vae() -> Codec:
+    return Codec(build_tiny_model(bottleneck="vae"))
+
+
+@pytest.fixture(scope="session", params=["rvq", "vae"])
+def any_tiny(request, tiny: Codec, tiny_vae: Codec) -> Codec:
+    """Each bottleneck's tiny codec in turn: what every bottleneck must do alike."""
+    return tiny if request.param == "rvq" else tiny_vae
 
 
 @pytest.fixture(scope="session")

@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import time
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -18,21 +19,20 @@ from .conftest import build_tiny_model, smooth_image
 settings.register_profile("long", max_examples=20000, deadline=None)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
-_codec = None
+_codecs: dict = {}
 
 
-def _tiny():
-    global _codec
-    if _codec is None:
+def _tiny(bottleneck: str = "rvq"):
+    if bottleneck not in _codecs:
         from aecodec.codec import Codec
 
-        _codec = Codec(build_tiny_model())
-        _codec.valid = _codec.compress(smooth_image(40, 24, mode="RGBA"), 4, refine=7)
-    return _codec
+        codec = _codecs[bottleneck] = Codec(build_tiny_model(bottleneck=bottleneck))
+        codec.valid = codec.compress(smooth_image(40, 24, mode="RGBA"), 4, refine=7)
+    return _codecs[bottleneck]
 
 
-def _decode_or_clean_error(data: bytes) -> None:
-    codec = _tiny()
+def _decode_or_clean_error(data: bytes, bottleneck: str = "rvq") -> None:
+    codec = _tiny(bottleneck)
     t = time.perf_counter()
     try:
         codec.decompress(data)
@@ -41,10 +41,11 @@ def _decode_or_clean_error(data: bytes) -> None:
     assert time.perf_counter() - t < 1.0
 
 
+@pytest.mark.parametrize("bottleneck", ["rvq", "vae"])
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(st.data())
-def test_mutated_files(data):
-    valid = bytearray(_tiny().valid)
+@given(data=st.data())
+def test_mutated_files(bottleneck, data):
+    valid = bytearray(_tiny(bottleneck).valid)
     for _ in range(data.draw(st.integers(1, 4))):
         kind = data.draw(st.sampled_from(["flip", "set", "cut", "insert", "delete"]))
         i = data.draw(st.integers(0, max(len(valid) - 1, 0)))
@@ -58,7 +59,7 @@ def test_mutated_files(data):
             valid[i:i] = data.draw(st.binary(min_size=1, max_size=8))
         elif kind == "delete":
             del valid[i : i + data.draw(st.integers(1, 8))]
-    _decode_or_clean_error(bytes(valid))
+    _decode_or_clean_error(bytes(valid), bottleneck)
 
 
 @settings(max_examples=150, deadline=None)
@@ -73,16 +74,18 @@ def test_random_bytes_after_a_valid_magic(blob):
     _decode_or_clean_error(b"\x89AEC\x01" + blob)
 
 
+@pytest.mark.parametrize("bottleneck", ["rvq", "vae"])
 @settings(max_examples=150, deadline=None)
-@given(st.data())
-def test_well_formed_files_with_hostile_contents(data):
-    """Valid checksums around hostile fields and payloads reach the entropy decoder itself."""
+@given(data=st.data())
+def test_well_formed_files_with_hostile_contents(bottleneck, data):
+    """Valid checksums around hostile fields and payloads reach the entropy decoder itself
+    (for the VAE, mostly behind a valid level byte)."""
     import dataclasses
 
     from aecodec import bitstream
 
-    f = bitstream.read(_tiny().valid)
-    n = data.draw(st.integers(1, 6))
+    f = bitstream.read(_tiny(bottleneck).valid)
+    n = data.draw(st.integers(1, 6)) if bottleneck == "rvq" else 1
     header = dataclasses.replace(
         f.header,
         width=data.draw(st.integers(1, 300)),
@@ -90,8 +93,10 @@ def test_well_formed_files_with_hostile_contents(data):
         sections=n,
     )
     sections = [data.draw(st.binary(max_size=64)) for _ in range(n)]
+    if bottleneck == "vae" and data.draw(st.booleans()):
+        sections = [bytes([data.draw(st.integers(1, 4))]) + sections[0]]
     alpha = data.draw(st.one_of(st.none(), st.binary(max_size=64)))
     refinement = data.draw(st.one_of(st.none(), st.binary(max_size=200)))
     mode = "RGBA" if alpha is not None else data.draw(st.sampled_from(["L", "RGB"]))
     hostile = bitstream.AecFile(dataclasses.replace(header, mode=mode), sections, alpha, refinement)
-    _decode_or_clean_error(bitstream.write(hostile))
+    _decode_or_clean_error(bitstream.write(hostile), bottleneck)

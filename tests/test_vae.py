@@ -1,0 +1,99 @@
+"""The VAE bottleneck: its prior, its integer tables, its one-section files and its training.
+
+What every bottleneck must do alike (round trips, determinism, rate control) is tested with the
+``any_tiny`` fixture in test_roundtrip.py; this file covers what is particular to the VAE."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+from aecodec import AecError, FormatError, bitstream
+from aecodec.bottlenecks.prior import FactorizedPrior
+from aecodec.cli import main
+from aecodec.codec import load
+from aecodec.entropy import FactorizedTables
+
+from .conftest import smooth_image
+
+
+def test_prior_is_a_distribution_over_integers():
+    prior = FactorizedPrior(3)
+    grid = torch.arange(-300, 301, dtype=torch.float32).expand(3, -1).contiguous()
+    total = prior.likelihood(grid, torch.arange(3)).sum(1)
+    assert torch.allclose(total, torch.ones(3), atol=1e-3)
+
+
+def test_tables_are_integers_covering_the_mass():
+    prior = FactorizedPrior(4)
+    offsets, counts = prior.tables(max_alphabet=1024)
+    assert offsets.dtype == torch.int32 and counts.dtype == torch.int32
+    assert (counts.sum(1).double() / (1 << 24) > 1 - 1e-4).all()  # all but the tails and floors
+
+
+def test_decoded_values_are_the_encoders(tiny_vae):
+    model = tiny_vae.model
+    latent = torch.randn(2, 8, 3, 5) * 40  # some values beyond the tables: clamped alike
+    for level in range(1, model.bottleneck.levels + 1):
+        symbols = model.symbols(latent, level)
+        for j in range(2):
+            chunks = model.entropy.encode(symbols[:, j], level)
+            assert model.entropy.level_of(chunks) == level
+            assert np.array_equal(model.entropy.decode(chunks, (8, 3, 5)), symbols[:, j])
+
+
+def test_info_reports_the_level(tiny_vae):
+    for q in tiny_vae.quality_levels:
+        i = tiny_vae.info(tiny_vae.compress(smooth_image(40, 24), q))
+        assert (i.quality, i.level, i.sections) == (q, tiny_vae.levels_per_quality[q - 1], 1)
+
+
+def _with_section(data: bytes, section: bytes) -> bytes:
+    f = bitstream.read(data)
+    return bitstream.write(dataclasses.replace(f, sections=[section]))
+
+
+@pytest.mark.parametrize("level", [0, 5, 255])
+def test_a_level_the_model_lacks_is_rejected(tiny_vae, level):
+    data = tiny_vae.compress(smooth_image(40, 24), 2)
+    f = bitstream.read(data)
+    with pytest.raises(FormatError, match=f"level {level} is outside"):
+        tiny_vae.decompress(_with_section(data, bytes([level]) + f.sections[0][1:]))
+
+
+def test_hostile_sections_with_valid_checksums_fail_cleanly(tiny_vae):
+    data = tiny_vae.compress(smooth_image(40, 24), 2)
+    rng = np.random.default_rng(0)
+    for n in (0, 1, 3, 4, 5, 64, 400):
+        junk = bytes([2]) + rng.integers(0, 256, n, dtype=np.uint8).tobytes()
+        try:
+            assert tiny_vae.decompress(_with_section(data, junk)).size == (40, 24)
+        except AecError:
+            pass
+    with pytest.raises(FormatError, match="one non-empty section"):
+        tiny_vae.decompress(_with_section(data, b""))
+
+
+def test_tables_refuse_mismatched_arrays():
+    with pytest.raises(ValueError):
+        FactorizedTables(np.ones((2, 3, 5), np.int32), np.zeros((2, 4), np.int32))
+
+
+def test_train_a_vae_from_an_rvq_models_transforms(tmp_path, tiny_path, capsys):
+    data, out = tmp_path / "data", tmp_path / "run"
+    data.mkdir()
+    for s in range(3):
+        smooth_image(80, 64, seed=s).save(data / f"{s}.png")
+    args = ["train", "--data", str(data), "--out", str(out), "--name", "v", "--bottleneck", "vae",
+            "--channels", "8", "--latent", "8", "--lambdas", "0.01,0.1", "--batch-size", "2", "--crop", "32",
+            "--val-count", "1", "--threads", "1", "--full-rate-fraction", "0", "--init", str(tiny_path)]
+    assert main([*args, "--steps", "504", "--warmup", "500"]) == 0
+    assert "(transforms only)" in capsys.readouterr().out
+    assert main([*args[:-2], "--steps", "506", "--warmup", "500", "--resume"]) == 0
+    codec = load(out / "v.safetensors")
+    assert codec.model.config.bottleneck == "vae" and list(codec.quality_levels) == [1, 2]
+    img = smooth_image(40, 30)
+    assert codec.decompress(codec.compress(img, 2)).size == (40, 30)
