@@ -188,7 +188,7 @@ def _train(args: argparse.Namespace) -> None:
                       crop=args.crop, lr=args.lr, lr_warmup=args.lr_warmup, warmup=args.warmup, seed=args.seed,
                       device=args.device, threads=args.threads,
                       checkpoint_minutes=args.checkpoint_minutes, val_count=args.val_count,
-                      rate_bias=args.rate_bias, full_rate_fraction=args.full_rate_fraction)
+                      rate_bias=args.rate_bias, full_rate_fraction=args.full_rate_fraction, noise=args.noise)
     if args.bottleneck == "vae":
         lambdas = [float(v) for v in args.lambdas.split(",")] if args.lambdas else list(LAMBDAS)
         bottleneck_args: dict = {"lambdas": lambdas}
@@ -197,10 +197,10 @@ def _train(args: argparse.Namespace) -> None:
         bottleneck_args = {"stages": args.stages, "codebook_size": args.codebook_size}
         default_qualities = ModelConfig().qualities
     qualities = [int(q) for q in args.qualities.split(",")] if args.qualities else default_qualities
-    mcfg = ModelConfig(name=args.name, bottleneck=args.bottleneck, channels=args.channels, latent=args.latent,
+    mcfg = ModelConfig(name=args.name or args.bottleneck, bottleneck=args.bottleneck, channels=args.channels, latent=args.latent,
                        bottleneck_args=bottleneck_args,
                        qualities=qualities, default_quality=min(args.default_quality, len(qualities)))
-    train(cfg, mcfg, resume=args.resume, init=args.init)
+    train(cfg, mcfg, resume=args.resume, init=args.init, name=args.name)
 
 
 def _auto_or_number(text: str) -> float | None:
@@ -269,7 +269,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train a model on a folder of images")
     p.add_argument("--data", required=True, help="folder of training images (the last --val-count are held out)")
     p.add_argument("--out", required=True, help="run folder: checkpoint.pt, log.jsonl, exported model")
-    p.add_argument("--name", default="rvq")
+    p.add_argument("--name", default=None,
+                   help="model id (default: the bottleneck's name; on --resume, the checkpoint's)")
     p.add_argument("--bottleneck", default="rvq", choices=["rvq", "vae"],
                    help="rvq: residual vector quantizer; vae: scalar latent under a learned factorized prior")
     p.add_argument("--steps", type=int, default=20000)
@@ -287,6 +288,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="vae: distortion weight of each level (comma list; default CompressAI's 0.0018..0.0483)")
     p.add_argument("--qualities", default=None,
                    help="level used by quality 1, 2, ... (comma list; rvq: stages, vae: 1..levels)")
+    p.add_argument("--noise", type=float, default=0.0, metavar="SIGMA",
+                   help="denoising: add Gaussian noise of sigma uniform in [0, SIGMA] 8-bit levels to the inputs, "
+                        "loss against the clean images")
     p.add_argument("--full-rate-fraction", type=float, default=0.25,
                    help="share of samples trained at the finest level (the rest draw a level uniformly)")
     p.add_argument("--default-quality", type=int, default=4)

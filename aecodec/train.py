@@ -52,6 +52,10 @@ class TrainConfig:
     chooses it on the held-out images at export."""
     warmup: int = 500
     """Steps as a plain autoencoder before the quantiser is switched on."""
+    noise: float = 0.0
+    """Denoising: each training input gets Gaussian noise of a standard deviation drawn
+    uniformly from [0, noise] (in 8-bit levels) while the loss compares with the clean crop, so
+    the codec learns to code the image rather than its noise."""
     full_rate_fraction: float = 0.25
     """Share of samples trained at the finest level; the rest draw a level uniformly."""
     val_count: int = 4
@@ -82,6 +86,13 @@ def random_crops(images: list[torch.Tensor], n: int, size: int, rng: random.Rand
             crop = crop.flip(1)
         out.append(crop)
     return torch.stack(out).float() / 255.0
+
+
+def corrupt(x: torch.Tensor, max_sigma: float) -> torch.Tensor:
+    """x plus Gaussian noise of a per-sample sigma uniform in [0, max_sigma] 8-bit levels,
+    clipped and rounded to 8 bits as a noisy photo file would be."""
+    sigma = torch.rand(len(x), 1, 1, 1, device=x.device) * (max_sigma / 255)
+    return torch.round((x + sigma * torch.randn_like(x)).clamp(0, 1) * 255) / 255
 
 
 def psnr(mse: torch.Tensor) -> torch.Tensor:
@@ -136,8 +147,10 @@ def _save_checkpoint(path: Path, model: AutoEncoder, opt: torch.optim.Optimizer,
 
 
 def train(cfg: TrainConfig, model_config: ModelConfig, resume: bool = False,
-          init: Path | None = None) -> Path:
-    """Run (or continue) training; returns the path of the exported model."""
+          init: Path | None = None, name: str | None = None) -> Path:
+    """Run (or continue) training; returns the path of the exported model. On resume the
+    checkpoint's model config wins, except its ``name`` when one is given (a run continued
+    under another name, e.g. a denoising model grown from the default model's run)."""
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     if cfg.threads:
@@ -154,7 +167,7 @@ def train(cfg: TrainConfig, model_config: ModelConfig, resume: bool = False,
     state = None
     if resume and ckpt_path.exists():
         state = torch.load(ckpt_path, map_location="cpu", weights_only=False)
-        model_config = ModelConfig(**state["model_config"])
+        model_config = ModelConfig(**(state["model_config"] | ({"name": name} if name else {})))
     model = AutoEncoder(model_config).to(device)
     own = list(model.bottleneck.parameters())  # the VAE's gains and prior; the RVQ has none
     rest = [p for name, p in model.named_parameters() if not name.startswith("bottleneck.")]
@@ -200,15 +213,16 @@ def train(cfg: TrainConfig, model_config: ModelConfig, resume: bool = False,
         for group in opt.param_groups:
             group["lr"] = lr * group.get("lr_scale", 1.0)
         x = random_crops(train_imgs, cfg.batch_size, cfg.crop, rng).to(device)
+        inp = corrupt(x, cfg.noise) if cfg.noise else x
         if step < cfg.warmup:
-            x_hat = model.synthesis(model.analysis(x))
+            x_hat = model.synthesis(model.analysis(inp))
             mse = ((x_hat - x) ** 2).mean((1, 2, 3))
             loss, metrics = -psnr(mse).mean(), {}
         else:
             n = torch.randint(1, levels + 1, (cfg.batch_size,), device=device)
             full = torch.rand(cfg.batch_size, device=device) < cfg.full_rate_fraction
             n = torch.where(full, torch.full_like(n, levels), n)
-            x_hat, bo = model(x, n)
+            x_hat, bo = model(inp, n)
             mse = ((x_hat - x) ** 2).mean((1, 2, 3))
             metrics = bo.metrics
             if bo.bits is None:  # the level fixes the rate: minimise distortion in dB

@@ -41,3 +41,33 @@ def test_a_given_rate_bias_is_kept(tmp_path):
     assert main(["train", "--data", str(data), "--out", str(out), "--steps", "4", "--warmup", "2",
                  "--rate-bias", "7.5", *TINY]) == 0
     assert load(out / "rvq.safetensors").model.config.rate_bias == 7.5
+
+
+def test_corrupt_adds_bounded_noise_and_keeps_8_bit_levels():
+    import torch
+
+    from aecodec.train import corrupt
+
+    torch.manual_seed(0)
+    x = torch.full((64, 3, 16, 16), 0.5)
+    y = corrupt(x, 25)
+    assert torch.equal(torch.round(y * 255), y * 255) and 0 <= y.min() and y.max() <= 1
+    sigmas = (y - x).flatten(1).std(1) * 255
+    assert sigmas.max() < 27 and sigmas.min() < 5 and sigmas.mean() > 8  # uniform in [0, 25]
+
+
+def test_a_run_resumed_under_another_name_with_noise(tmp_path, capsys):
+    """How the shipped denoising model was grown from the default model's run."""
+    import shutil
+
+    data, out, den = tmp_path / "data", tmp_path / "run", tmp_path / "den"
+    data.mkdir()
+    for s in range(2):
+        smooth_image(64, 64, seed=s).save(data / f"{s}.png")
+    assert main(["train", "--data", str(data), "--out", str(out), "--steps", "4", "--warmup", "2", *TINY]) == 0
+    den.mkdir()
+    shutil.copy(out / "checkpoint.pt", den / "checkpoint.pt")
+    assert main(["train", "--data", str(data), "--out", str(den), "--steps", "6", "--warmup", "2",
+                 "--resume", "--name", "den", "--noise", "20", *TINY]) == 0
+    assert "resumed from" in capsys.readouterr().out
+    assert load(den / "den.safetensors").name == "den"
