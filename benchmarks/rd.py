@@ -75,9 +75,19 @@ def main(argv: Sequence[str] | None = None) -> None:
         environment=environment(),
         figures={caption: os.path.relpath(path, args.report.parent) for caption, path in figures.items()},
         speed=_speed_results(args.report.parent / "results" / "speed.json"),
+        sections=_other_benchmarks(args.report.parent / "results"),
     )
     args.report.write_text(report.render(run, curves, codecs))
     print(f"wrote {args.report} and {args.out}/")
+
+
+OTHER_BENCHMARKS = {"denoise.md": ("Denoising: noisy Kodak", "python -m benchmarks.denoise --dataset ../shared/data/kodak")}
+"""Tables other benchmark scripts write, included in the report (title, command that makes them)."""
+
+
+def _other_benchmarks(results: Path) -> dict[str, str]:
+    return {title: f"Made by `{command}`.\n\n" + (results / name).read_text()
+            for name, (title, command) in OTHER_BENCHMARKS.items() if (results / name).exists()}
 
 
 def measure_all(codecs: Sequence[BenchCodec], images: Sequence[ImageFile], cache: ResultCache,

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from aecodec.bd import bd_quality, bd_rate, value_at
 
@@ -27,6 +27,7 @@ class Run:
     environment: dict[str, str]
     figures: dict[str, str]  # caption -> path relative to the report
     speed: list[dict] | None = None  # pytest-benchmark's "benchmarks" list, if it has been run
+    sections: dict[str, str] = field(default_factory=dict)  # title -> markdown of other benchmarks
 
 
 def render(run: Run, curves: list[Curve], codecs: Sequence[BenchCodec]) -> str:
@@ -51,6 +52,7 @@ def render(run: Run, curves: list[Curve], codecs: Sequence[BenchCodec]) -> str:
         *(_curve_table(c) for c in curves),
         "## Speed and memory\n",
         _speed(run.speed),
+        *(f"## {title}\n\n{text}\n" for title, text in run.sections.items()),
         "## Codec settings\n",
         _table(["codec", "identity (what cached results depend on)", "points"],
                [[c.name, f"`{c.identity()}`", _sweep(c)] for c in codecs]),
