@@ -188,7 +188,8 @@ def _train(args: argparse.Namespace) -> None:
                       crop=args.crop, lr=args.lr, lr_warmup=args.lr_warmup, warmup=args.warmup, seed=args.seed,
                       device=args.device, threads=args.threads,
                       checkpoint_minutes=args.checkpoint_minutes, val_count=args.val_count,
-                      rate_bias=args.rate_bias, full_rate_fraction=args.full_rate_fraction, noise=args.noise)
+                      rate_bias=args.rate_bias, full_rate_fraction=args.full_rate_fraction, noise=args.noise,
+                      contractive=args.contractive)
     if args.bottleneck == "vae":
         lambdas = [float(v) for v in args.lambdas.split(",")] if args.lambdas else list(LAMBDAS)
         bottleneck_args: dict = {"lambdas": lambdas}
@@ -291,6 +292,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--noise", type=float, default=0.0, metavar="SIGMA",
                    help="denoising: add Gaussian noise of sigma uniform in [0, SIGMA] 8-bit levels to the inputs, "
                         "loss against the clean images")
+    p.add_argument("--contractive", type=float, default=0.0, metavar="WEIGHT",
+                   help="contractive autoencoder: penalise the encoder's relative Jacobian norm with this weight")
     p.add_argument("--full-rate-fraction", type=float, default=0.25,
                    help="share of samples trained at the finest level (the rest draw a level uniformly)")
     p.add_argument("--default-quality", type=int, default=4)

@@ -60,8 +60,10 @@ class AutoEncoder(nn.Module):
         self.fingerprint: bytes = b""  # set when loaded from bytes: identifies weights + tables
 
     def forward(self, x: torch.Tensor, level: torch.Tensor | None = None):
-        out = self.bottleneck(self.analysis(x), level)
-        return self.synthesis(out.latent_hat), out
+        """Training pass: (reconstruction, bottleneck output, latent)."""
+        latent = self.analysis(x)
+        out = self.bottleneck(latent, level)
+        return self.synthesis(out.latent_hat), out, latent
 
     # -- serialisation ----------------------------------------------------------------
     def to_bytes(self) -> bytes:

@@ -52,6 +52,9 @@ class TrainConfig:
     chooses it on the held-out images at export."""
     warmup: int = 500
     """Steps as a plain autoencoder before the quantiser is switched on."""
+    contractive: float = 0.0
+    """Weight of the contractive penalty (Rifai et al., 2011): the encoder's Jacobian norm
+    relative to its latent (see ``contraction``), so small input changes move the code little."""
     noise: float = 0.0
     """Denoising: each training input gets Gaussian noise of a standard deviation drawn
     uniformly from [0, noise] (in 8-bit levels) while the loss compares with the clean crop, so
@@ -93,6 +96,20 @@ def corrupt(x: torch.Tensor, max_sigma: float) -> torch.Tensor:
     clipped and rounded to 8 bits as a noisy photo file would be."""
     sigma = torch.rand(len(x), 1, 1, 1, device=x.device) * (max_sigma / 255)
     return torch.round((x + sigma * torch.randn_like(x)).clamp(0, 1) * 255) / 255
+
+
+CONTRACTION_STEP = 1 / 255
+"""Finite-difference step of ``contraction``: one 8-bit level."""
+
+
+def contraction(analysis: torch.nn.Module, x: torch.Tensor, latent: torch.Tensor) -> torch.Tensor:
+    """Per sample, ||J e||^2 / ||y||^2 for the encoder's Jacobian J at x, latent y and a random
+    e ~ N(0, I): an unbiased one-sample estimate of the squared Frobenius norm of J (Rifai et
+    al.'s penalty), by one finite difference instead of a Jacobian. Relative to the latent, so
+    the encoder cannot satisfy it by shrinking its output for a gain to undo."""
+    e = torch.randn_like(x)
+    jv = (analysis(x + CONTRACTION_STEP * e) - latent) / CONTRACTION_STEP
+    return jv.square().flatten(1).sum(1) / latent.detach().square().flatten(1).sum(1).clamp(min=1e-12)
 
 
 def psnr(mse: torch.Tensor) -> torch.Tensor:
@@ -222,7 +239,7 @@ def train(cfg: TrainConfig, model_config: ModelConfig, resume: bool = False,
             n = torch.randint(1, levels + 1, (cfg.batch_size,), device=device)
             full = torch.rand(cfg.batch_size, device=device) < cfg.full_rate_fraction
             n = torch.where(full, torch.full_like(n, levels), n)
-            x_hat, bo = model(inp, n)
+            x_hat, bo, latent = model(inp, n)
             mse = ((x_hat - x) ** 2).mean((1, 2, 3))
             metrics = bo.metrics
             if bo.bits is None:  # the level fixes the rate: minimise distortion in dB
@@ -231,6 +248,10 @@ def train(cfg: TrainConfig, model_config: ModelConfig, resume: bool = False,
                 bpp = bo.bits / (x.shape[2] * x.shape[3])
                 loss = (model.bottleneck.rate_weight(n) * 255**2 * mse + bpp).mean() + bo.loss
                 metrics = metrics | {"bpp": float(bpp.detach().mean())}
+            if cfg.contractive:
+                c = contraction(model.analysis, inp, latent)
+                loss = loss + cfg.contractive * c.mean()
+                metrics = metrics | {"contraction": float(c.detach().mean())}
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -241,7 +262,7 @@ def train(cfg: TrainConfig, model_config: ModelConfig, resume: bool = False,
             perp = [v for k, v in metrics.items() if k.startswith("perplexity/")]
             rec = {"step": step, "loss": float(loss), "psnr": float(psnr(mse).mean()), "lr": lr,
                    "time": time.time() - start,
-                   "perplexity": [round(p, 1) for p in perp]} | ({"bpp": metrics["bpp"]} if "bpp" in metrics else {})
+                   "perplexity": [round(p, 1) for p in perp]} | {k: metrics[k] for k in ("bpp", "contraction") if k in metrics}
             log.write(json.dumps(rec) + "\n")
             log.flush()
             bar.set_postfix(psnr=f"{rec['psnr']:.2f}", ppl=f"{min(perp, default=0):.0f}-{max(perp, default=0):.0f}")

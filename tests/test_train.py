@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import torch
+
 from aecodec.cli import main
 from aecodec.codec import load
 
@@ -44,8 +46,6 @@ def test_a_given_rate_bias_is_kept(tmp_path):
 
 
 def test_corrupt_adds_bounded_noise_and_keeps_8_bit_levels():
-    import torch
-
     from aecodec.train import corrupt
 
     torch.manual_seed(0)
@@ -71,3 +71,32 @@ def test_a_run_resumed_under_another_name_with_noise(tmp_path, capsys):
                  "--resume", "--name", "den", "--noise", "20", *TINY]) == 0
     assert "resumed from" in capsys.readouterr().out
     assert load(den / "den.safetensors").name == "den"
+
+
+def test_contraction_estimates_the_jacobian_norm():
+    """For a linear encoder y = A x, E||J e||^2 / ||y||^2 = ||A||_F^2 / ||A x||^2."""
+    from aecodec.train import contraction
+
+    torch.manual_seed(0)
+    enc = torch.nn.Conv2d(3, 4, 2, stride=2, bias=False)
+    x = torch.rand(1, 3, 8, 8)
+    y = enc(x)
+    estimate = torch.stack([contraction(enc, x, y) for _ in range(2000)]).mean()
+    exact = enc.weight.square().sum() * 16 / y.square().sum()  # each of 16 outputs sees its own patch
+    assert abs(float((estimate / exact).detach()) - 1) < 0.1
+
+
+def test_the_contractive_penalty_changes_training(tmp_path):
+    from safetensors.torch import load_file
+
+    data = tmp_path / "data"
+    data.mkdir()
+    smooth_image(64, 64).save(data / "0.png")
+    smooth_image(64, 64, seed=1).save(data / "1.png")
+    weights = []
+    for extra in ([], ["--contractive", "1"]):
+        out = tmp_path / f"run{len(extra)}"
+        assert main(["train", "--data", str(data), "--out", str(out), "--steps", "4", "--warmup", "2",
+                     "--rate-bias", "0", *extra, *TINY]) == 0
+        weights.append(load_file(out / "rvq.safetensors")["analysis.0.weight"])
+    assert not torch.equal(*weights)
