@@ -190,9 +190,9 @@ def _train(args: argparse.Namespace) -> None:
                       checkpoint_minutes=args.checkpoint_minutes, val_count=args.val_count,
                       rate_bias=args.rate_bias, full_rate_fraction=args.full_rate_fraction, noise=args.noise,
                       contractive=args.contractive)
-    if args.bottleneck == "vae":
+    if args.bottleneck in ("vae", "sparse"):
         lambdas = [float(v) for v in args.lambdas.split(",")] if args.lambdas else list(LAMBDAS)
-        bottleneck_args: dict = {"lambdas": lambdas}
+        bottleneck_args: dict = {"lambdas": lambdas} | ({"sparsity": args.sparsity} if args.bottleneck == "sparse" else {})
         default_qualities = list(range(1, len(lambdas) + 1))
     else:
         bottleneck_args = {"stages": args.stages, "codebook_size": args.codebook_size}
@@ -272,8 +272,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="run folder: checkpoint.pt, log.jsonl, exported model")
     p.add_argument("--name", default=None,
                    help="model id (default: the bottleneck's name; on --resume, the checkpoint's)")
-    p.add_argument("--bottleneck", default="rvq", choices=["rvq", "vae"],
-                   help="rvq: residual vector quantizer; vae: scalar latent under a learned factorized prior")
+    p.add_argument("--bottleneck", default="rvq", choices=["rvq", "vae", "sparse"],
+                   help="rvq: residual vector quantizer; vae: scalar latent under a learned factorized prior; "
+                        "sparse: the vae with an L1 penalty, coded as significance map plus values")
     p.add_argument("--steps", type=int, default=20000)
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--crop", type=int, default=128)
@@ -286,7 +287,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--stages", type=int, default=32, help="rvq: quantizer stages")
     p.add_argument("--codebook-size", type=int, default=256, help="rvq: codes per stage")
     p.add_argument("--lambdas", default=None,
-                   help="vae: distortion weight of each level (comma list; default CompressAI's 0.0018..0.0483)")
+                   help="vae, sparse: distortion weight of each level (comma list; default CompressAI's 0.0018..0.0483)")
+    p.add_argument("--sparsity", type=float, default=0.05, help="sparse: weight of the L1 penalty on the code")
     p.add_argument("--qualities", default=None,
                    help="level used by quality 1, 2, ... (comma list; rvq: stages, vae: 1..levels)")
     p.add_argument("--noise", type=float, default=0.0, metavar="SIGMA",

@@ -257,6 +257,94 @@ class FactorizedTables(_Tables):
         return (out + self.offsets[level - 1][:, None]).reshape(1, *shape)
 
 
+class SparseTables(FactorizedTables):
+    """A factorized prior's tables, coded as a significance map plus values (the sparse
+    autoencoder's): channel by channel, first whether each value is non-zero, with a binary
+    table ``significance[l, c, k]`` chosen by k = how many of the two previous channels are
+    non-zero at that position, then the non-zero values with the prior's table less its zero.
+    The context is what a factorized prior cannot see: zeros cluster across channels."""
+
+    CONTEXTS = 3
+
+    def __init__(self, counts: np.ndarray, offsets: np.ndarray, significance: np.ndarray) -> None:
+        super().__init__(counts, offsets)
+        self.significance = np.ascontiguousarray(significance, dtype=np.int32)
+        if self.significance.shape != (self.levels, self.channels, self.CONTEXTS, 2) or self.significance.min(initial=0) < 0:
+            raise ValueError("significance tables do not match the value tables")
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        return super().arrays() | {"significance": self.significance}
+
+    def factorized(self) -> FactorizedTables:
+        """The same prior coded without the significance map, to measure what it saves."""
+        return FactorizedTables(self.counts, self.offsets)
+
+    def _models(self, level: int) -> list:
+        """Per channel: (significance models by context, value model without zero)."""
+        if level not in self._built:
+            values = self.counts[level - 1].copy()
+            zero = -self.offsets[level - 1]  # table index of the value 0, where in range
+            inside = (zero >= 0) & (zero < self.width)
+            values[np.flatnonzero(inside), zero[inside]] = 0
+            self._built[level] = [([categorical(t) for t in normalize_counts(sig)], categorical(v))
+                                  for sig, v in zip(self.significance[level - 1], normalize_counts(values))]
+        return self._built[level]
+
+    @classmethod
+    def contexts(cls, nonzero: np.ndarray, c: int) -> np.ndarray:
+        """Context of channel c's positions: non-zero count among channels c-1 and c-2."""
+        ctx = np.zeros(nonzero.shape[1], dtype=np.intp)
+        for prev in (c - 1, c - 2):
+            if prev >= 0:
+                ctx += nonzero[prev]
+        return ctx
+
+    def encode(self, symbols: np.ndarray, level: int) -> list[bytes]:
+        values = symbols.reshape(self.channels, -1)
+        nonzero = (values != 0).astype(np.int32)
+        offsets = self.offsets[level - 1]
+        coder = constriction.stream.stack.AnsCoder()
+        models = self._models(level)
+        for c in reversed(range(self.channels)):  # the decoder pops significance, then values
+            sig_models, value_model = models[c]
+            kept = values[c][nonzero[c] == 1]
+            if len(kept):
+                coder.encode_reverse((kept - offsets[c]).astype(np.int32), value_model)
+            push_groups(coder, nonzero[c], self.contexts(nonzero, c), sig_models)
+        return [bytes([level]) + ans_bytes(coder)]
+
+    def decode(self, chunks: list[bytes], shape: tuple[int, ...]) -> np.ndarray:
+        level = self.level_of(chunks)
+        if shape[0] != self.channels:
+            raise ValueError("shape does not match the tables' channels")
+        count = int(np.prod(shape[1:]))
+        nonzero = np.zeros((self.channels, count), dtype=np.int32)
+        out = np.zeros((self.channels, count), dtype=np.int32)
+        models = self._models(level)
+        with ans_reader(chunks[0][1:], "section 0") as coder:
+            for c in range(self.channels):
+                sig_models, value_model = models[c]
+                pop_groups(coder, self.contexts(nonzero, c), sig_models, nonzero[c])
+                mask = np.equal(nonzero[c], 1)  # not ==: see fuzz/fuzz_decode.py
+                n = int(np.count_nonzero(mask))
+                if n:
+                    out[c][mask] = coder.decode(value_model, n) + self.offsets[level - 1][c]
+        return out.reshape(1, *shape)
+
+    @classmethod
+    def fit(cls, prior: FactorizedTables, symbols: list[np.ndarray]) -> SparseTables:
+        """Significance tables counted from training symbols, one array (1, 1, C, h, w) per
+        image and level (``symbols[l - 1]`` for level l, each a list)."""
+        sig = np.zeros((prior.levels, prior.channels, cls.CONTEXTS, 2), dtype=np.int64)
+        for level, images in enumerate(symbols, 1):
+            for img in images:
+                v = prior.constrain(img, level).reshape(prior.channels, -1)
+                nonzero = (v != 0).astype(np.int32)
+                for c in range(prior.channels):
+                    np.add.at(sig[level - 1, c], (cls.contexts(nonzero, c), nonzero[c]), 1)
+        return cls(prior.counts, prior.offsets, np.minimum(sig, np.iinfo(np.int32).max))
+
+
 def _cluster_rows(joint: np.ndarray, groups: int, seed: int, iters: int = 25) -> np.ndarray:
     """Group rows of a joint histogram (previous symbol x symbol) by k-means in the
     cross-entropy sense: each row goes to the group whose pooled distribution codes it best."""

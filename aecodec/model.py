@@ -114,7 +114,7 @@ class AutoEncoder(nn.Module):
         return symbols if self.entropy is None else self.entropy.constrain(symbols, level)
 
     @torch.no_grad()
-    def fit_entropy(self, symbols: Callable[[], list[np.ndarray]]) -> None:
+    def fit_entropy(self, symbols: Callable[[int], list[np.ndarray]]) -> None:
         """Integer tables: fitted on symbol arrays (sections, 1, ...) of training images, which
-        ``symbols`` computes if the bottleneck needs them, or derived from its prior."""
+        ``symbols(level)`` computes if the bottleneck needs them, or derived from its prior."""
         self.entropy = self.bottleneck.fit_entropy(symbols, self.config)

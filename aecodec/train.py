@@ -121,9 +121,10 @@ def _latents(model: AutoEncoder, images: list[torch.Tensor], device: torch.devic
 
 
 @torch.no_grad()
-def symbols_of(model: AutoEncoder, images: list[torch.Tensor], device: torch.device) -> list[np.ndarray]:
-    """Finest-level symbols of each image (padded to the stride), for fitting tables."""
-    return [model.symbols(lat, model.bottleneck.levels) for lat in _latents(model, images, device)]
+def symbols_of(model: AutoEncoder, images: list[torch.Tensor], device: torch.device,
+               level: int) -> list[np.ndarray]:
+    """Symbols of each image (padded to the stride) at ``level``, for fitting tables."""
+    return [model.symbols(lat, level) for lat in _latents(model, images, device)]
 
 
 @torch.no_grad()
@@ -135,7 +136,7 @@ def validate(model: AutoEncoder, images: list[torch.Tensor], device: torch.devic
     latents = _latents(model, images, device)
     provisional = model.entropy is None
     if provisional:
-        model.fit_entropy(lambda: [model.symbols(lat, model.bottleneck.levels) for lat in latents])
+        model.fit_entropy(lambda level: [model.symbols(lat, level) for lat in latents])
     rows = []
     for q, level in enumerate(model.config.qualities, 1):
         mse, bits, pixels = [], 0.0, 0
@@ -199,13 +200,16 @@ def train(cfg: TrainConfig, model_config: ModelConfig, resume: bool = False,
         print(f"resumed from {ckpt_path} at step {step}")
     new_bottleneck = True
     if state is None and init is not None:  # continue from a trained model, not from scratch
-        source = AutoEncoder.load(init)
-        new_bottleneck = source.config.bottleneck != model_config.bottleneck
-        weights = {k: v for k, v in source.state_dict().items() if not (new_bottleneck and k.startswith("bottleneck."))}
-        try:
-            model.load_state_dict(weights, strict=not new_bottleneck)  # another bottleneck: the transforms only
-        except RuntimeError as exc:
-            raise SystemExit(f"--init {init}: its transforms do not fit this model ({exc})") from None
+        # another bottleneck takes the transforms, and whatever bottleneck state has the same
+        # names and shapes (a sparse model grown from a VAE keeps its gains and prior)
+        target = model.state_dict()
+        weights = {k: v for k, v in AutoEncoder.load(init).state_dict().items()
+                   if k in target and v.shape == target[k].shape}
+        new_bottleneck = any(k.startswith("bottleneck.") and k not in weights for k in target)
+        missing = [k for k in target if k not in weights and not k.startswith("bottleneck.")]
+        if missing:
+            raise SystemExit(f"--init {init}: its transforms do not fit this model (no {missing[0]})")
+        model.load_state_dict(weights, strict=False)
         step = cfg.warmup  # trained transforms replace the plain-autoencoder phase
         print(f"initialised from {init}" + (" (transforms only)" if new_bottleneck else ""))
     model.train()
@@ -303,12 +307,12 @@ def export(model: AutoEncoder, train_imgs: list[torch.Tensor], val_imgs: list[to
     ones (unless given), and write ``<name>.safetensors``."""
     model.eval()
     model.config.rate_bias = 0.0
-    model.fit_entropy(lambda: symbols_of(model, train_imgs, device))
+    model.fit_entropy(lambda level: symbols_of(model, train_imgs, device, level))
     if isinstance(model.entropy, IndexEntropyModel):  # rate-biased index choice (the RVQ's)
         bias = choose_rate_bias(model, val_imgs, device) if rate_bias is None else rate_bias
         if bias:  # rate-biased choices make the symbols more peaked: refit the tables on them
             model.config.rate_bias = bias
-            model.fit_entropy(lambda: symbols_of(model, train_imgs, device))
+            model.fit_entropy(lambda level: symbols_of(model, train_imgs, device, level))
     model.to("cpu")
     path = out / f"{model.config.name}.safetensors"
     model.save(path)

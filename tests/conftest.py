@@ -29,6 +29,9 @@ TINY_CONFIGS = {
     "vae": ModelConfig(name="tinyvae", bottleneck="vae", channels=8, latent=8,
                        bottleneck_args={"lambdas": [0.001, 0.01, 0.05, 0.2]},
                        qualities=[1, 2, 3, 4], default_quality=2),
+    "sparse": ModelConfig(name="tinysparse", bottleneck="sparse", channels=8, latent=8,
+                          bottleneck_args={"lambdas": [0.001, 0.01, 0.05, 0.2], "sparsity": 0.1},
+                          qualities=[1, 2, 3, 4], default_quality=2),
 }
 
 
@@ -42,7 +45,7 @@ def build_tiny_model(seed: int = 0, bottleneck: str = "rvq") -> AutoEncoder:
     with torch.no_grad():
         latents = torch.cat([model.analysis(i[None].float() / 255) for i in images])
     model.bottleneck.initialise(latents.permute(0, 2, 3, 1).reshape(-1, 8), seed=seed)
-    model.fit_entropy(lambda: symbols_of(model, images, torch.device("cpu")))
+    model.fit_entropy(lambda level: symbols_of(model, images, torch.device("cpu"), level))
     return AutoEncoder.from_bytes(model.to_bytes())  # as a user would load it
 
 
@@ -61,10 +64,15 @@ def tiny_vae() -> Codec:
     return Codec(build_tiny_model(bottleneck="vae"))
 
 
-@pytest.fixture(scope="session", params=["rvq", "vae"])
-def any_tiny(request, tiny: Codec, tiny_vae: Codec) -> Codec:
+@pytest.fixture(scope="session")
+def tiny_sparse() -> Codec:
+    return Codec(build_tiny_model(bottleneck="sparse"))
+
+
+@pytest.fixture(scope="session", params=["rvq", "vae", "sparse"])
+def any_tiny(request) -> Codec:
     """Each bottleneck's tiny codec in turn: what every bottleneck must do alike."""
-    return tiny if request.param == "rvq" else tiny_vae
+    return request.getfixturevalue("tiny" if request.param == "rvq" else f"tiny_{request.param}")
 
 
 @pytest.fixture(scope="session")

@@ -76,9 +76,9 @@ class Bottleneck(Protocol):
         """Shape of one section's symbols for a latent grid of h x w."""
         ...
 
-    def fit_entropy(self, symbols: Callable[[], list[np.ndarray]], config) -> EntropyModel:
-        """Integer tables, from training symbols (called only if needed) or the bottleneck's
-        own prior; ``config`` is the ModelConfig."""
+    def fit_entropy(self, symbols: Callable[[int], list[np.ndarray]], config) -> EntropyModel:
+        """Integer tables, from training symbols at a level (``symbols(level)``, called only if
+        needed) or the bottleneck's own prior; ``config`` is the ModelConfig."""
         ...
 
 
@@ -97,4 +97,4 @@ def create(kind: str, **kwargs: object) -> Bottleneck:
     return REGISTRY[kind](**kwargs)
 
 
-from . import rvq, vae  # noqa: E402,F401  (register the built-in bottlenecks)
+from . import rvq, sparse, vae  # noqa: E402,F401  (register the built-in bottlenecks)

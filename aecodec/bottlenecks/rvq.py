@@ -154,7 +154,7 @@ class ResidualVQ(nn.Module):
 
     def fit_entropy(self, symbols, config) -> IndexEntropyModel:
         """Count the training symbols, with the previous stage's index as context."""
-        flat = np.concatenate([s.reshape(s.shape[0], -1) for s in symbols()], axis=1)
+        flat = np.concatenate([s.reshape(s.shape[0], -1) for s in symbols(self.levels)], axis=1)
         return IndexEntropyModel.fit(flat, self.alphabet, config.context_groups)
 
 

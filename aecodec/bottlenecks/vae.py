@@ -52,17 +52,25 @@ class GainedVAE(nn.Module):
         """Prior rows (B, C) of each sample's level (1-based)."""
         return (level[:, None] - 1) * self.dim + torch.arange(self.dim, device=level.device)
 
+    def _levels(self, latent: torch.Tensor, level: torch.Tensor | None) -> torch.Tensor:
+        """Each sample's level (B,), the finest where none is given."""
+        return torch.full((len(latent),), self.levels, device=latent.device) if level is None else level
+
     def forward(self, latent: torch.Tensor, level: torch.Tensor | None) -> BottleneckOutput:
-        if level is None:
-            level = torch.full((len(latent),), self.levels, device=latent.device)
+        level = self._levels(latent, level)
         gain = self.gain[level - 1].exp()[:, :, None, None]
         scaled = latent * gain
         noisy = scaled + torch.empty_like(scaled).uniform_(-0.5, 0.5)
         bits = -torch.log2(self.prior.likelihood(noisy.flatten(2), self._rows(level))).sum((1, 2))
         rounded = scaled + (torch.round(scaled) - scaled).detach()  # the decoder sees real rounding
         inverse = self.inverse_gain[level - 1].exp()[:, :, None, None]
-        zero = torch.zeros((), device=latent.device)
-        return BottleneckOutput(rounded * inverse, zero, {"bits_per_latent": float(bits.detach().mean()) / scaled[0].numel()}, bits)
+        penalty, metrics = self.penalty(scaled)
+        metrics["bits_per_latent"] = float(bits.detach().mean()) / scaled[0].numel()
+        return BottleneckOutput(rounded * inverse, penalty, metrics, bits)
+
+    def penalty(self, scaled: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+        """Extra training loss on the scaled latent (none here; see the sparse bottleneck)."""
+        return torch.zeros((), device=scaled.device), {}
 
     def rate_weight(self, level: torch.Tensor) -> torch.Tensor:
         """lambda of each sample's level, for the training loss."""
