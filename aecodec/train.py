@@ -29,8 +29,9 @@ from .model import AutoEncoder, ModelConfig
 from .transforms import STRIDE
 
 BOTTLENECK_LR_SCALE = 10.0
-"""Learning-rate multiplier of the bottleneck's own parameters (gains, prior): they start from
-scratch, often on trained transforms, and Adam moves a log-gain by only about lr per step."""
+"""Learning-rate multiplier of the bottleneck parameters it names in ``lr_scale`` (the VAE's
+gains and prior): they start from scratch, often on trained transforms, and Adam moves a
+log-gain by only about lr per step."""
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".ppm"}
 
@@ -187,9 +188,10 @@ def train(cfg: TrainConfig, model_config: ModelConfig, resume: bool = False,
         state = torch.load(ckpt_path, map_location="cpu", weights_only=False)
         model_config = ModelConfig(**(state["model_config"] | ({"name": name} if name else {})))
     model = AutoEncoder(model_config).to(device)
-    own = list(model.bottleneck.parameters())  # the VAE's gains and prior; the RVQ has none
-    rest = [p for name, p in model.named_parameters() if not name.startswith("bottleneck.")]
-    opt = torch.optim.Adam([{"params": rest}] + ([{"params": own, "lr_scale": BOTTLENECK_LR_SCALE}] if own else []),
+    scales = getattr(model.bottleneck, "lr_scale", ())
+    fast = [p for name, p in model.bottleneck.named_parameters() if name.split(".")[0] in scales]
+    rest = [p for p in model.parameters() if all(p is not f for f in fast)]
+    opt = torch.optim.Adam([{"params": rest}] + ([{"params": fast, "lr_scale": BOTTLENECK_LR_SCALE}] if fast else []),
                            lr=cfg.lr)
     if state is not None:
         model.load_state_dict(state["model"])
