@@ -81,7 +81,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     print(f"wrote {args.report} and {args.out}/")
 
 
-OTHER_BENCHMARKS = {"denoise.md": ("Denoising: noisy Kodak", "python -m benchmarks.denoise --dataset ../shared/data/kodak")}
+OTHER_BENCHMARKS = {
+    "denoise.md": ("Denoising: noisy Kodak", "python -m benchmarks.denoise --dataset ../shared/data/kodak"),
+    "codes.md": ("The code itself: sparsity and stability", "python -m benchmarks.codes --dataset ../shared/data/kodak"),
+}
 """Tables other benchmark scripts write, included in the report (title, command that makes them)."""
 
 
