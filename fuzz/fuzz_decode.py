@@ -8,8 +8,9 @@ Any exception other than aecodec.AecError, any input slower than -timeout second
 allocation beyond -rss_limit_mb is reported by libFuzzer as a crash, with the input saved as
 crash-<hash> for a regression test. The corpus starts from small valid files (written by
 ``python fuzz/fuzz_decode.py --seed fuzz/corpus``); libFuzzer grows it with inputs that reach
-new code. The model is the tiny test model, built in a second, so the fuzzer spends its time
-in the parser and the entropy decoder rather than in convolutions.
+new code. The models are the tiny test models of every bottleneck (rvq, vae, sparse), built in
+a second, so the fuzzer spends its time in the parser and the entropy decoders rather than in
+convolutions.
 
 Atheris hooks every ``==``/``<`` in instrumented code and keeps the result alive when it is a
 numpy array: the decoders compare arrays with ``np.equal``/``np.less`` so that the fuzzer's RSS
@@ -36,16 +37,17 @@ with atheris.instrument_imports(include=["aecodec"]):
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from tests.conftest import build_tiny_model, smooth_image  # noqa: E402
 
-CODEC = Codec(build_tiny_model())
+CODECS = {c.name: c for c in (Codec(build_tiny_model(bottleneck=b)) for b in ("rvq", "vae", "sparse"))}
 
 
 def structured(data: bytes) -> bytes:
     """A container with valid checksums around fuzzed fields and payloads, so that mutations
     reach the entropy decoder instead of stopping at a CRC."""
     fdp = atheris.FuzzedDataProvider(data)
+    codec = CODECS[fdp.PickValueInList(sorted(CODECS))]
     n = fdp.ConsumeIntInRange(1, 6)
     mode = fdp.PickValueInList(list(bitstream.MODES))
-    header = bitstream.Header("tiny", CODEC.fingerprint, fdp.ConsumeIntInRange(1, 400),
+    header = bitstream.Header(codec.name, codec.fingerprint, fdp.ConsumeIntInRange(1, 400),
                               fdp.ConsumeIntInRange(1, 400), mode, n)
     sections = [fdp.ConsumeBytes(fdp.ConsumeIntInRange(0, 64)) for _ in range(n)]
     alpha = fdp.ConsumeBytes(fdp.ConsumeIntInRange(0, 64)) if mode in ("LA", "RGBA") else None
@@ -56,18 +58,22 @@ def structured(data: bytes) -> bytes:
 def one_input(data: bytes) -> None:
     for candidate in (data, structured(data)):
         try:
-            CODEC.decompress(candidate)
+            codec = CODECS.get(bitstream.read(candidate).header.model, CODECS["tiny"])
+            codec.decompress(candidate)
         except AecError:
             pass
 
 
 def seed(folder: Path) -> None:
     folder.mkdir(parents=True, exist_ok=True)
-    for i, (size, mode) in enumerate([((1, 1), "L"), ((40, 24), "RGB"), ((33, 17), "RGBA"), ((16, 48), "LA")]):
-        image = smooth_image(*size, seed=i, mode=mode)
-        for q in CODEC.quality_levels:
-            (folder / f"seed-{i}-{q}.aec").write_bytes(CODEC.compress(image, q))
-        (folder / f"seed-{i}-refined.aec").write_bytes(CODEC.compress(image, 2, refine=5))
+    for old in folder.glob("seed-*.aec"):
+        old.unlink()
+    for name, codec in CODECS.items():
+        for i, (size, mode) in enumerate([((1, 1), "L"), ((40, 24), "RGB"), ((33, 17), "RGBA"), ((16, 48), "LA")]):
+            image = smooth_image(*size, seed=i, mode=mode)
+            for q in codec.quality_levels:
+                (folder / f"seed-{name}-{i}-{q}.aec").write_bytes(codec.compress(image, q))
+            (folder / f"seed-{name}-{i}-refined.aec").write_bytes(codec.compress(image, 2, refine=5))
 
 
 if __name__ == "__main__":
