@@ -142,7 +142,8 @@ def _info(args: argparse.Namespace) -> None:
     quality = i.quality if i.quality is not None else "custom"
     print(f"model:       {i.model} (fingerprint {i.fingerprint})")
     print(f"image:       {i.width}x{i.height} {i.mode}")
-    print(f"quality:     {quality} (level {i.level if i.level is not None else 'unknown'}, {i.sections} sections)")
+    sections = f"{i.sections} section" + ("s" if i.sections != 1 else "")
+    print(f"quality:     {quality} (level {i.level if i.level is not None else 'unknown'}, {sections})")
     print(f"refinement:  {f'step {i.refine} (max error {i.refine // 2})' if i.refine else 'none'}")
     print(f"size:        {i.bytes} bytes, {i.bpp:.4f} bits per pixel")
 
