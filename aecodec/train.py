@@ -10,11 +10,13 @@ on the training images and the model is exported as one safetensors file.
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import math
 import random
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -117,15 +119,18 @@ def psnr(mse: torch.Tensor) -> torch.Tensor:
     return -10 * torch.log10(mse.clamp(min=1e-10))
 
 
+@torch.no_grad()
 def _latents(model: AutoEncoder, images: list[torch.Tensor], device: torch.device) -> list[torch.Tensor]:
     return [model.analysis(pad_to_stride(img[None].float().div(255), STRIDE).to(device)).cpu() for img in images]
 
 
 @torch.no_grad()
-def symbols_of(model: AutoEncoder, images: list[torch.Tensor], device: torch.device,
-               level: int) -> list[np.ndarray]:
-    """Symbols of each image (padded to the stride) at ``level``, for fitting tables."""
-    return [model.symbols(lat, level) for lat in _latents(model, images, device)]
+def symbols_of(model: AutoEncoder, images: list[torch.Tensor],
+               device: torch.device) -> Callable[[int], list[np.ndarray]]:
+    """``level`` -> the symbols of each image (padded to the stride) at that level, for
+    fitting tables; the images go through the analysis once, when first asked."""
+    latents = functools.cache(lambda: _latents(model, images, device))
+    return lambda level: [model.symbols(lat, level) for lat in latents()]
 
 
 @torch.no_grad()
@@ -309,12 +314,13 @@ def export(model: AutoEncoder, train_imgs: list[torch.Tensor], val_imgs: list[to
     ones (unless given), and write ``<name>.safetensors``."""
     model.eval()
     model.config.rate_bias = 0.0
-    model.fit_entropy(lambda level: symbols_of(model, train_imgs, device, level))
+    train_symbols = symbols_of(model, train_imgs, device)
+    model.fit_entropy(train_symbols)
     if isinstance(model.entropy, IndexEntropyModel):  # rate-biased index choice (the RVQ's)
         bias = choose_rate_bias(model, val_imgs, device) if rate_bias is None else rate_bias
         if bias:  # rate-biased choices make the symbols more peaked: refit the tables on them
             model.config.rate_bias = bias
-            model.fit_entropy(lambda level: symbols_of(model, train_imgs, device, level))
+            model.fit_entropy(train_symbols)
     model.to("cpu")
     path = out / f"{model.config.name}.safetensors"
     model.save(path)

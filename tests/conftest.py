@@ -45,7 +45,7 @@ def build_tiny_model(seed: int = 0, bottleneck: str = "rvq") -> AutoEncoder:
     with torch.no_grad():
         latents = torch.cat([model.analysis(i[None].float() / 255) for i in images])
     model.bottleneck.initialise(latents.permute(0, 2, 3, 1).reshape(-1, 8), seed=seed)
-    model.fit_entropy(lambda level: symbols_of(model, images, torch.device("cpu"), level))
+    model.fit_entropy(symbols_of(model, images, torch.device("cpu")))
     return AutoEncoder.from_bytes(model.to_bytes())  # as a user would load it
 
 
