@@ -34,9 +34,8 @@ NOISE = (1, 2)
 
 
 @torch.inference_mode()
-def values(codec: aecodec.Codec, img: Image.Image, level: int) -> np.ndarray:
-    x = pad_to_stride(to_planes(img).rgb[None], STRIDE)
-    return codec.model.symbols(analyse(codec.model.analysis, x), level)
+def latent(codec: aecodec.Codec, img: Image.Image) -> torch.Tensor:
+    return analyse(codec.model.analysis, pad_to_stride(to_planes(img).rgb[None], STRIDE))
 
 
 def sparsity(codec: aecodec.Codec, images: list[Image.Image]) -> list[dict]:
@@ -45,11 +44,12 @@ def sparsity(codec: aecodec.Codec, images: list[Image.Image]) -> list[dict]:
     plain = entropy.factorized() if hasattr(entropy, "factorized") else entropy
     if not isinstance(plain, FactorizedTables):
         raise SystemExit(f"model {codec.name} has no scalar latent")
+    latents = [latent(codec, img) for img in images]
     for q in codec.quality_levels:
         level = codec.levels_per_quality[q - 1]
         zeros, coded, factorized, pixels = [], 0, 0, 0
-        for img in images:
-            v = values(codec, img, level)[:, 0]
+        for img, lat in zip(images, latents):
+            v = codec.model.symbols(lat, level)[:, 0]
             zeros.append(float(np.mean(v == 0)))
             coded += len(entropy.encode(v, level)[0])
             factorized += len(plain.encode(v, level)[0])
@@ -60,13 +60,15 @@ def sparsity(codec: aecodec.Codec, images: list[Image.Image]) -> list[dict]:
 
 
 def stability(codec: aecodec.Codec, images: list[Image.Image]) -> list[dict]:
+    clean = [latent(codec, img) for img in images]
+    moved = {sigma: [latent(codec, noisy(img, sigma, i)) for i, img in enumerate(images)] for sigma in NOISE}
     rows = []
     for q in codec.quality_levels:
         level = codec.levels_per_quality[q - 1]
         row: dict = {"quality": q}
         for sigma in NOISE:
-            changed = [float(np.mean(values(codec, img, level) != values(codec, noisy(img, sigma, i), level)))
-                       for i, img in enumerate(images)]
+            changed = [float(np.mean(codec.model.symbols(a, level) != codec.model.symbols(b, level)))
+                       for a, b in zip(clean, moved[sigma])]
             row[f"changed_sigma{sigma}"] = float(np.mean(changed))
         rows.append(row)
     return rows
