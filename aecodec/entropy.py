@@ -332,7 +332,7 @@ class SparseTables(FactorizedTables):
         return out.reshape(1, *shape)
 
     @classmethod
-    def fit(cls, prior: FactorizedTables, symbols: list[np.ndarray]) -> SparseTables:
+    def fit(cls, prior: FactorizedTables, symbols: list[list[np.ndarray]]) -> SparseTables:
         """Significance tables counted from training symbols, one array (1, 1, C, h, w) per
         image and level (``symbols[l - 1]`` for level l, each a list)."""
         sig = np.zeros((prior.levels, prior.channels, cls.CONTEXTS, 2), dtype=np.int64)

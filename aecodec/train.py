@@ -4,8 +4,11 @@ The recipe: a short warm-up as a plain (unquantised) autoencoder, k-means initia
 every RVQ stage from the warmed-up latents, then training through the quantiser with a random
 number of stages per sample, so one model learns every quality level. The loss is the mean
 over samples of 10*log10(MSE), i.e. minus the PSNR, which weighs every quality level alike in
-dB instead of letting the coarsest samples dominate. At the end the entropy tables are fitted
-on the training images and the model is exported as one safetensors file.
+dB instead of letting the coarsest samples dominate. Bottlenecks with a rate term (the VAE and
+its sparse variant) draw a level per sample instead and minimise lambda(level) x 255^2 x MSE +
+bpp. ``--noise`` (denoising) and ``--contractive`` (Jacobian penalty) apply to any of them. At
+the end the entropy tables are fitted on the training images and the model is exported as one
+safetensors file.
 """
 
 from __future__ import annotations
@@ -194,7 +197,7 @@ def train(cfg: TrainConfig, model_config: ModelConfig, resume: bool = False,
         model_config = ModelConfig(**(state["model_config"] | ({"name": name} if name else {})))
     model = AutoEncoder(model_config).to(device)
     scales = getattr(model.bottleneck, "lr_scale", ())
-    fast = [p for name, p in model.bottleneck.named_parameters() if name.split(".")[0] in scales]
+    fast = [p for pname, p in model.bottleneck.named_parameters() if pname.split(".")[0] in scales]
     rest = [p for p in model.parameters() if all(p is not f for f in fast)]
     opt = torch.optim.Adam([{"params": rest}] + ([{"params": fast, "lr_scale": BOTTLENECK_LR_SCALE}] if fast else []),
                            lr=cfg.lr)
