@@ -192,6 +192,7 @@ def _train(args: argparse.Namespace) -> None:
                       device=args.device, threads=args.threads,
                       checkpoint_minutes=args.checkpoint_minutes, val_count=args.val_count,
                       rate_bias=args.rate_bias, full_rate_fraction=args.full_rate_fraction, noise=args.noise,
+                      min_scale=args.min_scale,
                       contractive=args.contractive)
     if args.bottleneck in ("vae", "sparse"):
         lambdas = [float(v) for v in args.lambdas.split(",")] if args.lambdas else list(LAMBDAS)
@@ -205,6 +206,13 @@ def _train(args: argparse.Namespace) -> None:
                        bottleneck_args=bottleneck_args,
                        qualities=qualities, default_quality=min(args.default_quality, len(qualities)))
     train(cfg, mcfg, resume=args.resume, init=args.init, name=args.name)
+
+
+def _scale(text: str) -> float:
+    value = float(text)
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"{text} is not in (0, 1]")
+    return value
 
 
 def _auto_or_number(text: str) -> float | None:
@@ -301,6 +309,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="contractive autoencoder: penalise the encoder's relative Jacobian norm with this weight")
     p.add_argument("--full-rate-fraction", type=float, default=0.25,
                    help="share of samples trained at the finest level (the rest draw a level uniformly)")
+    p.add_argument("--min-scale", type=_scale, default=1.0,
+                   help="downscale each training crop's image by a random factor in [MIN_SCALE, 1] (log-uniform)")
     p.add_argument("--default-quality", type=int, default=4)
     p.add_argument("--rate-bias", default=None, type=_auto_or_number,
                    help="entropy-constrained encoding: each code choice pays this x its bits (latent squared-error "

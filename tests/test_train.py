@@ -56,6 +56,24 @@ def test_corrupt_adds_bounded_noise_and_keeps_8_bit_levels():
     assert sigmas.max() < 27 and sigmas.min() < 5 and sigmas.mean() > 8  # uniform in [0, 25]
 
 
+def test_crops_from_downscaled_images_see_more_of_the_image():
+    """On a horizontal ramp of one level per two pixels a full-scale 64-pixel crop spans 31 or
+    32 levels; a crop of the image downscaled by s spans 32 / s."""
+    import random
+
+    from aecodec.train import random_crops
+
+    def spans(x: torch.Tensor) -> torch.Tensor:
+        return (x.amax((1, 2, 3)) - x.amin((1, 2, 3))) * 255
+
+    ramp = (torch.arange(512) // 2).to(torch.uint8).expand(3, 200, 512).contiguous()
+    full = spans(random_crops([ramp], 32, 64, random.Random(0)))
+    assert full.round().min() >= 31 and full.round().max() <= 32
+    scaled = spans(random_crops([ramp], 200, 64, random.Random(0), min_scale=0.5))
+    assert scaled.min() >= 30 and scaled.max() <= 64 and scaled.max() > 55 and scaled.median() > 38
+    assert (scaled < 36).any()
+
+
 def test_a_run_resumed_under_another_name_with_noise(tmp_path, capsys):
     """How the shipped denoising model was grown from the default model's run."""
     import shutil
