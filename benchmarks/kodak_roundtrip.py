@@ -29,14 +29,16 @@ from aecodec.metrics import bpp, psnr
 from aecodec.transforms import STRIDE
 
 
-def jpeg_curve(images: list[Image.Image]) -> list[tuple[float, float]]:
-    """(average bpp, average PSNR) of Pillow JPEG 4:2:0 at quality 5..95."""
+def jpeg_curve(images: list[Image.Image], optimize: bool = False) -> list[tuple[float, float]]:
+    """(average bpp, average PSNR) of Pillow JPEG 4:2:0 at quality 5..95: with Pillow's default
+    Huffman tables (the curve CompressAI publishes for Kodak), or optimised ones (the anchor of
+    benchmarks/RESULTS.md, up to 40% smaller at the lowest qualities)."""
     curve = []
     for q in range(5, 100, 5):
         rates, scores = [], []
         for img in images:
             buf = io.BytesIO()
-            img.save(buf, format="JPEG", quality=q, subsampling="4:2:0")
+            img.save(buf, format="JPEG", quality=q, subsampling="4:2:0", optimize=optimize)
             rates.append(bpp(buf.tell(), img))
             scores.append(psnr(img, Image.open(io.BytesIO(buf.getvalue()))))
         curve.append((float(np.mean(rates)), float(np.mean(scores))))
