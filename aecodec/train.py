@@ -29,6 +29,7 @@ from tqdm import tqdm
 
 from .bd import bd_rate
 from .entropy import IndexEntropyModel
+from .grow import grow
 from .imageio import open_image, pad_to_stride, to_planes, write_atomic
 from .model import AutoEncoder, ModelConfig
 from .transforms import STRIDE
@@ -226,8 +227,12 @@ def train(cfg: TrainConfig, model_config: ModelConfig, resume: bool = False,
     if state is None and init is not None:  # continue from a trained model, not from scratch
         # another bottleneck takes the transforms, and whatever bottleneck state has the same
         # names and shapes (a sparse model grown from a VAE keeps its gains and prior)
+        source = AutoEncoder.load(init)
+        if source.config.latent < model_config.latent:  # a wider latent: grow the trained model
+            print(f"growing the latent of {init} from {source.config.latent} to {model_config.latent} channels")
+            source = grow(source, model_config.latent, random_crops(train_imgs, 128, cfg.crop, rng), cfg.seed)
         target = model.state_dict()
-        weights = {k: v for k, v in AutoEncoder.load(init).state_dict().items()
+        weights = {k: v for k, v in source.state_dict().items()
                    if k in target and v.shape == target[k].shape}
         new_bottleneck = any(k.startswith("bottleneck.") and k not in weights for k in target)
         missing = [k for k in target if k not in weights and not k.startswith("bottleneck.")]

@@ -97,3 +97,40 @@ def test_train_a_vae_from_an_rvq_models_transforms(tmp_path, tiny_path, capsys):
     assert codec.model.config.bottleneck == "vae" and list(codec.quality_levels) == [1, 2]
     img = smooth_image(40, 30)
     assert codec.decompress(codec.compress(img, 2)).size == (40, 30)
+
+
+def test_a_grown_latent_codes_the_old_channels_as_before(tiny_vae):
+    """Growing keeps every trained weight: the old channels get the same symbols, the new ones
+    start small, and the reconstruction moves by a few 8-bit levels at most."""
+    from aecodec.grow import grow
+
+    old = tiny_vae.model
+    x = torch.stack([torch.from_numpy(np.array(smooth_image(64, 48, s))[:, :, :3]).permute(2, 0, 1)
+                     for s in range(4)]).float() / 255
+    new = grow(old, 12, x, seed=0).eval()
+    assert new.config.latent == 12 and new.bottleneck.gain.shape == (4, 12)
+    with torch.no_grad():
+        for level in (1, 4):
+            before, after = old.bottleneck.encode(old.analysis(x), level), new.bottleneck.encode(new.analysis(x), level)
+            assert np.array_equal(before[:, :, :8], after[:, :, :8])
+            shift = new.synthesis(new.bottleneck.decode(after, level)) - old.synthesis(old.bottleneck.decode(before, level))
+            assert shift.abs().max() < 8 / 255
+    with pytest.raises(AecError, match="cannot grow"):
+        grow(old, 8, x)
+
+
+def test_train_grows_a_vae_given_a_wider_latent(tmp_path, tiny_vae, capsys):
+    data, out, init = tmp_path / "data", tmp_path / "run", tmp_path / "init.safetensors"
+    data.mkdir()
+    for s in range(3):
+        smooth_image(80, 64, seed=s).save(data / f"{s}.png")
+    tiny_vae.model.save(init)
+    assert main(["train", "--data", str(data), "--out", str(out), "--name", "wide", "--bottleneck", "vae",
+                 "--channels", "8", "--latent", "12", "--lambdas", "0.001,0.01,0.05,0.2", "--batch-size", "2",
+                 "--crop", "32", "--val-count", "1", "--threads", "1", "--full-rate-fraction", "0",
+                 "--init", str(init), "--steps", "502", "--warmup", "500"]) == 0
+    printed = capsys.readouterr().out
+    assert "growing the latent" in printed and "(transforms only)" not in printed
+    codec = load(out / "wide.safetensors")
+    assert codec.model.config.latent == 12
+    assert codec.decompress(codec.compress(smooth_image(40, 30), 2)).size == (40, 30)

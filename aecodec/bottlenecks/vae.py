@@ -58,18 +58,43 @@ class GainedVAE(nn.Module):
         quantization step per level for all channels (uniform steps are what high-rate theory
         says is optimal after a KLT), from 4 x the latent's RMS at level 1 down by 0.6 per
         level; training then moves each level to its lambda."""
-        y = latents.double()
-        mean = y.mean(0)
-        variances, axes = torch.linalg.eigh(torch.cov((y - mean).T))
-        rotation = axes.flip(1).T  # rows: principal axes, largest variance first
+        mean, rotation, log_gain = self._klt(latents)
         self.mean.copy_(mean)
         self.rotation.copy_(rotation)
         self.unrotation.copy_(rotation.T)
-        rms = variances.clamp(min=0).mean().sqrt().clamp(min=1e-6)
-        step = rms * 4 * 0.6 ** torch.arange(self.levels, dtype=torch.float64)
-        self.gain.copy_(-torch.log(step)[:, None].expand(self.levels, self.dim))
+        self.gain.copy_(log_gain[:, None].expand(self.levels, self.dim))
         self.inverse_gain.copy_(-self.gain)
         self._fit_prior(latents[torch.randperm(len(latents), generator=torch.Generator().manual_seed(seed))[:PRIOR_FIT_SAMPLES]])
+
+    @torch.no_grad()
+    def grow(self, old: GainedVAE, latents: torch.Tensor, seed: int = 0) -> None:
+        """Become ``old`` with more channels: its channels keep their mean, rotation, gains and
+        densities, so they are coded exactly as before; the new ones (the last of latents (N,
+        dim) from the grown analysis) are initialised as ``initialise`` would, block by block.
+        The prior is then refitted to all channels from there."""
+        c = old.dim
+        mean, rotation, log_gain = self._klt(latents[:, c:])
+        self.mean.copy_(torch.cat([old.mean, mean]))
+        self.rotation.zero_()
+        self.unrotation.zero_()
+        self.rotation[:c, :c], self.unrotation[:c, :c] = old.rotation, old.unrotation
+        self.rotation[c:, c:], self.unrotation[c:, c:] = rotation, rotation.T
+        new = log_gain[:, None].expand(self.levels, self.dim - c)
+        self.gain.copy_(torch.cat([old.gain, new], 1))
+        self.inverse_gain.copy_(torch.cat([old.inverse_gain, -new], 1))
+        for mine, theirs in zip(self.prior.parameters(), old.prior.parameters(), strict=True):
+            mine.view(self.levels, self.dim, *mine.shape[1:])[:, :c] = theirs.view(self.levels, c, *theirs.shape[1:])
+        self._fit_prior(latents[torch.randperm(len(latents), generator=torch.Generator().manual_seed(seed))[:2 * PRIOR_FIT_SAMPLES]])
+
+    def _klt(self, latents: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Mean, principal axes (rows, largest variance first) and log gain per level of latents
+        (N, C): one quantization step for all channels, 4 x their RMS at level 1, x0.6 per level."""
+        y = latents.double()
+        mean = y.mean(0)
+        variances, axes = torch.linalg.eigh(torch.cov((y - mean).T))
+        rms = variances.clamp(min=0).mean().sqrt().clamp(min=1e-6)
+        step = rms * 4 * 0.6 ** torch.arange(self.levels, dtype=torch.float64)
+        return mean.float(), axes.flip(1).T.float(), -torch.log(step).float()
 
     @torch.enable_grad()
     def _fit_prior(self, latents: torch.Tensor, steps: int = 300) -> None:
