@@ -32,7 +32,7 @@ from aecodec.transforms import STRIDE
 def jpeg_curve(images: list[Image.Image], optimize: bool = False) -> list[tuple[float, float]]:
     """(average bpp, average PSNR) of Pillow JPEG 4:2:0 at quality 5..95: with Pillow's default
     Huffman tables (the curve CompressAI publishes for Kodak), or optimised ones (the anchor of
-    benchmarks/RESULTS.md, up to 40% smaller at the lowest qualities)."""
+    benchmarks/RESULTS.md; on Kodak, 36% smaller at quality 5)."""
     curve = []
     for q in range(5, 100, 5):
         rates, scores = [], []
