@@ -200,8 +200,12 @@ def test_iter_compress_matches_compress_and_is_lazy(tmp_path, tiny):
 
 
 HARNESS = """
-import sys, time
+import signal, sys, time
 from aecodec.codec import Codec
+
+# as started from a terminal: a shell that runs the tests in the background (`pytest &` in a
+# script) starts them with Ctrl-C ignored, and Python, rightly, keeps it ignored
+signal.signal(signal.SIGINT, signal.default_int_handler)
 
 _compress = Codec.compress
 def slow(self, *args, **kwargs):  # each file takes a while, so a signal lands mid-batch
