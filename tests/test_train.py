@@ -118,3 +118,54 @@ def test_the_contractive_penalty_changes_training(tmp_path):
                      "--rate-bias", "0", *extra, *TINY]) == 0
         weights.append(load_file(out / "rvq.safetensors")["analysis.0.weight"])
     assert not torch.equal(*weights)
+
+
+def test_bf16_runs_the_transforms_in_bfloat16_and_the_bottleneck_in_float32(tiny_model):
+    """The reconstruction moves by bfloat16 rounding only, and every bottleneck input and
+    output stays float32 (a bfloat16 nearest-code search would pick wrong codes)."""
+    import copy
+
+    model = copy.deepcopy(tiny_model).eval()  # eval: no EMA update between the two passes
+    seen = []
+    model.bottleneck.register_forward_hook(lambda mod, args, out: seen.append((args[0].dtype, out.latent_hat.dtype)))
+    x = torch.rand(2, 3, 32, 32)
+    level = torch.tensor([2, 4])
+    ref, _, _ = model(x, level)
+    x_hat, out, latent = model(x, level, bf16=True)
+    assert seen == [(torch.float32, torch.float32)] * 2
+    assert x_hat.dtype == latent.dtype == torch.float32
+    diff = (x_hat - ref).abs()
+    assert 0 < diff.max() < 0.05  # bfloat16 was in effect, and only rounding changed
+    x_hat.square().mean().backward()
+    assert model.analysis[0].weight.grad.dtype == torch.float32
+
+
+def test_a_bf16_run_trains_and_exports(tmp_path):
+    data, out = tmp_path / "data", tmp_path / "run"
+    data.mkdir()
+    for s in range(2):
+        smooth_image(64, 64, seed=s).save(data / f"{s}.png")
+    assert main(["train", "--data", str(data), "--out", str(out), "--steps", "4", "--warmup", "2",
+                 "--rate-bias", "0", "--bf16", *TINY]) == 0
+    codec = load(out / "rvq.safetensors")
+    assert codec.decompress(codec.compress(smooth_image(40, 30), 4)).size == (40, 30)
+
+
+def test_a_bf16_contractive_run_takes_its_finite_difference_in_float32(tmp_path, monkeypatch):
+    import aecodec.train as train_module
+
+    seen = []
+
+    def spy(analysis, x, latent):  # the base point must be the float32 latent, not bf16's rounding
+        with torch.no_grad():
+            seen.append(torch.equal(latent, analysis(x)))
+        return torch.zeros(len(x))
+
+    monkeypatch.setattr(train_module, "contraction", spy)
+    data, out = tmp_path / "data", tmp_path / "run"
+    data.mkdir()
+    smooth_image(64, 64).save(data / "0.png")
+    smooth_image(64, 64, seed=1).save(data / "1.png")
+    assert main(["train", "--data", str(data), "--out", str(out), "--steps", "4", "--warmup", "2",
+                 "--rate-bias", "0", "--bf16", "--contractive", "1", *TINY]) == 0
+    assert seen == [True, True]
