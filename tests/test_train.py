@@ -16,11 +16,17 @@ TINY = ["--channels", "8", "--latent", "8", "--stages", "4", "--codebook-size", 
         "--val-count", "1", "--threads", "1"]
 
 
-def test_train_resume_and_export(tmp_path, capsys):
-    data, out = tmp_path / "data", tmp_path / "run"
+def photos(tmp_path, count: int = 2, width: int = 64) -> tuple:
+    """A folder of ``count`` generated photos and a run folder beside it."""
+    data = tmp_path / "data"
     data.mkdir()
-    for s in range(3):
-        smooth_image(80, 64, seed=s).save(data / f"{s}.png")
+    for s in range(count):
+        smooth_image(width, 64, seed=s).save(data / f"{s}.png")
+    return data, tmp_path / "run"
+
+
+def test_train_resume_and_export(tmp_path, capsys):
+    data, out = photos(tmp_path, 3, 80)
     assert main(["train", "--data", str(data), "--out", str(out), "--steps", "6", "--warmup", "3", *TINY]) == 0
     assert (out / "checkpoint.pt").exists()
     assert main(["train", "--data", str(data), "--out", str(out), "--steps", "8", "--warmup", "3",
@@ -36,10 +42,7 @@ def test_train_resume_and_export(tmp_path, capsys):
 
 
 def test_a_given_rate_bias_is_kept(tmp_path):
-    data, out = tmp_path / "data", tmp_path / "run"
-    data.mkdir()
-    for s in range(2):
-        smooth_image(64, 64, seed=s).save(data / f"{s}.png")
+    data, out = photos(tmp_path)
     assert main(["train", "--data", str(data), "--out", str(out), "--steps", "4", "--warmup", "2",
                  "--rate-bias", "7.5", *TINY]) == 0
     assert load(out / "rvq.safetensors").model.config.rate_bias == 7.5
@@ -78,10 +81,7 @@ def test_a_run_resumed_under_another_name_with_noise(tmp_path, capsys):
     """How the shipped denoising model was grown from the default model's run."""
     import shutil
 
-    data, out, den = tmp_path / "data", tmp_path / "run", tmp_path / "den"
-    data.mkdir()
-    for s in range(2):
-        smooth_image(64, 64, seed=s).save(data / f"{s}.png")
+    (data, out), den = photos(tmp_path), tmp_path / "den"
     assert main(["train", "--data", str(data), "--out", str(out), "--steps", "4", "--warmup", "2", *TINY]) == 0
     den.mkdir()
     shutil.copy(out / "checkpoint.pt", den / "checkpoint.pt")
@@ -107,10 +107,7 @@ def test_contraction_estimates_the_jacobian_norm():
 def test_the_contractive_penalty_changes_training(tmp_path):
     from safetensors.torch import load_file
 
-    data = tmp_path / "data"
-    data.mkdir()
-    smooth_image(64, 64).save(data / "0.png")
-    smooth_image(64, 64, seed=1).save(data / "1.png")
+    data, _ = photos(tmp_path)
     weights = []
     for extra in ([], ["--contractive", "1"]):
         out = tmp_path / f"run{len(extra)}"
@@ -141,10 +138,7 @@ def test_bf16_runs_the_transforms_in_bfloat16_and_the_bottleneck_in_float32(tiny
 
 
 def test_a_bf16_run_trains_and_exports(tmp_path):
-    data, out = tmp_path / "data", tmp_path / "run"
-    data.mkdir()
-    for s in range(2):
-        smooth_image(64, 64, seed=s).save(data / f"{s}.png")
+    data, out = photos(tmp_path)
     assert main(["train", "--data", str(data), "--out", str(out), "--steps", "4", "--warmup", "2",
                  "--rate-bias", "0", "--bf16", *TINY]) == 0
     codec = load(out / "rvq.safetensors")
@@ -162,10 +156,7 @@ def test_a_bf16_contractive_run_takes_its_finite_difference_in_float32(tmp_path,
         return torch.zeros(len(x))
 
     monkeypatch.setattr(train_module, "contraction", spy)
-    data, out = tmp_path / "data", tmp_path / "run"
-    data.mkdir()
-    smooth_image(64, 64).save(data / "0.png")
-    smooth_image(64, 64, seed=1).save(data / "1.png")
+    data, out = photos(tmp_path)
     assert main(["train", "--data", str(data), "--out", str(out), "--steps", "4", "--warmup", "2",
                  "--rate-bias", "0", "--bf16", "--contractive", "1", *TINY]) == 0
     assert seen == [True, True]
