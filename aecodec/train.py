@@ -74,8 +74,8 @@ class TrainConfig:
     rate as well, had not paid off after 1800 steps (see the vae model card)."""
     bf16: bool = False
     """Run the transforms under bfloat16 autocast. On this project's 2-core AMD EPYC
-    (avx512_bf16) a training step of the 96-channel rvq (16 crops of 128x128) went from 0.91 to
-    0.58 s. The bottleneck and the contractive penalty's finite difference stay float32."""
+    (avx512_bf16) a training step of the 96-channel rvq (16 crops of 128x128) went from 0.88 to
+    0.59 s (medians over a run). The bottleneck and the contractive penalty's finite difference stay float32."""
     full_rate_fraction: float = 0.25
     """Share of samples trained at the finest level; the rest draw a level uniformly."""
     val_count: int = 4
