@@ -193,7 +193,7 @@ def _train(args: argparse.Namespace) -> None:
                       checkpoint_minutes=args.checkpoint_minutes, val_count=args.val_count,
                       rate_bias=args.rate_bias, full_rate_fraction=args.full_rate_fraction, noise=args.noise,
                       min_scale=args.min_scale,
-                      contractive=args.contractive, bf16=args.bf16)
+                      contractive=args.contractive)
     if args.bottleneck in ("vae", "sparse"):
         lambdas = [float(v) for v in args.lambdas.split(",")] if args.lambdas else list(LAMBDAS)
         bottleneck_args: dict = {"lambdas": lambdas} | ({"sparsity": args.sparsity} if args.bottleneck == "sparse" else {})
@@ -320,8 +320,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
-    p.add_argument("--bf16", action="store_true",
-                   help="train the transforms in bfloat16 autocast (faster on CPUs and GPUs with bf16 units)")
     p.add_argument("--resume", action="store_true", help="continue from --out/checkpoint.pt")
     p.add_argument("--init", default=None, help="start from an exported model (.safetensors)")
     p.set_defaults(func=_train)

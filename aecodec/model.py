@@ -20,7 +20,7 @@ from .bottlenecks import EntropyModel
 from .entropy import IndexEntropyModel
 from .errors import ModelError
 from .imageio import write_atomic
-from .transforms import Analysis, Synthesis, transforms_autocast
+from .transforms import Analysis, Synthesis
 
 
 @dataclass
@@ -59,17 +59,11 @@ class AutoEncoder(nn.Module):
         self.entropy: EntropyModel | None = None
         self.fingerprint: bytes = b""  # set when loaded from bytes: identifies weights + tables
 
-    def forward(self, x: torch.Tensor, level: torch.Tensor | None = None, bf16: bool = False):
-        """Training pass: (reconstruction, bottleneck output, latent), all float32. ``bf16`` runs
-        the transforms under bfloat16 autocast (about twice as fast on CPUs with bf16 units);
-        the bottleneck always sees a float32 latent, since nearest-code search and likelihoods
-        in bfloat16 would pick wrong codes and misprice bits."""
-        with transforms_autocast(x.device, bf16):
-            latent = self.analysis(x).float()
+    def forward(self, x: torch.Tensor, level: torch.Tensor | None = None):
+        """Training pass: (reconstruction, bottleneck output, latent)."""
+        latent = self.analysis(x)
         out = self.bottleneck(latent, level)
-        with transforms_autocast(x.device, bf16):
-            x_hat = self.synthesis(out.latent_hat).float()
-        return x_hat, out, latent
+        return self.synthesis(out.latent_hat), out, latent
 
     # -- serialisation ----------------------------------------------------------------
     def to_bytes(self) -> bytes:

@@ -32,7 +32,7 @@ from .entropy import IndexEntropyModel
 from .grow import grow
 from .imageio import open_image, pad_to_stride, to_planes, write_atomic
 from .model import AutoEncoder, ModelConfig
-from .transforms import STRIDE, transforms_autocast
+from .transforms import STRIDE
 
 BOTTLENECK_LR_SCALE = 10.0
 """Learning-rate multiplier of the bottleneck parameters it names in ``lr_scale`` (the VAE's
@@ -72,10 +72,6 @@ class TrainConfig:
     images people mostly compress (Kodak among them): session 3's VAE lost 2-11 dB at its finest
     level when the held-out images were halved. Its one trial so far, with a higher learning
     rate as well, had not paid off after 1800 steps (see the vae model card)."""
-    bf16: bool = False
-    """Run the transforms under bfloat16 autocast. On this project's 2-core AMD EPYC
-    (avx512_bf16) a training step of the 96-channel rvq (16 crops of 128x128) went from 0.88 to
-    0.59 s (medians over a run). The bottleneck and the contractive penalty's finite difference stay float32."""
     full_rate_fraction: float = 0.25
     """Share of samples trained at the finest level; the rest draw a level uniformly."""
     val_count: int = 4
@@ -271,15 +267,14 @@ def train(cfg: TrainConfig, model_config: ModelConfig, resume: bool = False,
         x = random_crops(train_imgs, cfg.batch_size, cfg.crop, rng, cfg.min_scale).to(device)
         inp = corrupt(x, cfg.noise) if cfg.noise else x
         if step < cfg.warmup:
-            with transforms_autocast(device, cfg.bf16):
-                x_hat = model.synthesis(model.analysis(inp)).float()
+            x_hat = model.synthesis(model.analysis(inp))
             mse = ((x_hat - x) ** 2).mean((1, 2, 3))
             loss, metrics = -psnr(mse).mean(), {}
         else:
             n = torch.randint(1, levels + 1, (cfg.batch_size,), device=device)
             full = torch.rand(cfg.batch_size, device=device) < cfg.full_rate_fraction
             n = torch.where(full, torch.full_like(n, levels), n)
-            x_hat, bo, latent = model(inp, n, bf16=cfg.bf16)
+            x_hat, bo, latent = model(inp, n)
             mse = ((x_hat - x) ** 2).mean((1, 2, 3))
             metrics = bo.metrics
             if bo.bits is None:  # the level fixes the rate: minimise distortion in dB
@@ -289,9 +284,7 @@ def train(cfg: TrainConfig, model_config: ModelConfig, resume: bool = False,
                 loss = (model.bottleneck.rate_weight(n) * 255**2 * mse + bpp).mean() + bo.loss
                 metrics = metrics | {"bpp": float(bpp.detach().mean())}
             if cfg.contractive:
-                # the finite difference is of one 8-bit level: both ends in float32, since a
-                # bfloat16 latent's rounding would swamp it
-                c = contraction(model.analysis, inp, model.analysis(inp) if cfg.bf16 else latent)
+                c = contraction(model.analysis, inp, latent)
                 loss = loss + cfg.contractive * c.mean()
                 metrics = metrics | {"contraction": float(c.detach().mean())}
         opt.zero_grad(set_to_none=True)

@@ -71,12 +71,6 @@ class Synthesis(nn.Sequential):
         )
 
 
-def transforms_autocast(device: torch.device, enabled: bool) -> torch.autocast:
-    """bfloat16 autocast for training the transforms (convolutions in bf16, weights and their
-    updates in float32). Coding never uses it: decoded pixels come from float32 convolutions."""
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled)
-
-
 TILE = 1024
 """Images larger than this (pixels per side) go through the transforms in tiles, so memory stays
 bounded: a 48 MP photo needs a few hundred MB of activations instead of tens of GB."""
