@@ -70,8 +70,9 @@ class TrainConfig:
     """Each crop comes from its image downscaled by a factor drawn log-uniformly from
     [min_scale, 1]. Photographs of a few megapixels are smoother per pixel than the sub-megapixel
     images people mostly compress (Kodak among them): session 3's VAE lost 2-11 dB at its finest
-    level when the held-out images were halved. Its one trial so far, with a higher learning
-    rate as well, had not paid off after 1800 steps (see the vae model card)."""
+    level when the held-out images were halved. Neither trial so far paid off: the vae's (with a
+    higher learning rate, stopped after 1800 steps) and rvq's (with bfloat16 transforms too,
+    which degraded over 7300 steps); each changed more than one thing (see the model cards)."""
     full_rate_fraction: float = 0.25
     """Share of samples trained at the finest level; the rest draw a level uniformly."""
     val_count: int = 4
