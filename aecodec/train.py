@@ -72,7 +72,7 @@ class TrainConfig:
     images people mostly compress (Kodak among them): session 3's VAE lost 2-11 dB at its finest
     level when the held-out images were halved. Neither trial so far paid off: the vae's (with a
     higher learning rate, stopped after 1800 steps) and rvq's (with bfloat16 transforms too,
-    which degraded over 7300 steps); each changed more than one thing (see the model cards)."""
+    which degraded over its 8000 steps); each changed more than one thing (see the model cards)."""
     full_rate_fraction: float = 0.25
     """Share of samples trained at the finest level; the rest draw a level uniformly."""
     val_count: int = 4

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import torch
 
@@ -16,7 +17,7 @@ TINY = ["--channels", "8", "--latent", "8", "--stages", "4", "--codebook-size", 
         "--val-count", "1", "--threads", "1"]
 
 
-def photos(tmp_path, count: int = 2, width: int = 64) -> tuple:
+def photos(tmp_path: Path, count: int = 2, width: int = 64) -> tuple[Path, Path]:
     """A folder of ``count`` generated photos and a run folder beside it."""
     data = tmp_path / "data"
     data.mkdir()
@@ -115,4 +116,3 @@ def test_the_contractive_penalty_changes_training(tmp_path):
                      "--rate-bias", "0", *extra, *TINY]) == 0
         weights.append(load_file(out / "rvq.safetensors")["analysis.0.weight"])
     assert not torch.equal(*weights)
-
