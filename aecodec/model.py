@@ -36,7 +36,8 @@ class ModelConfig:
     context_groups: int = 16
     rate_bias: float = 0.0
     """Entropy-constrained encoding: each symbol choice pays rate_bias x its code length in bits
-    on top of its distortion (latent squared error). Encoder-only; 0 is plain nearest-code."""
+    on top of its distortion, a bit priced at what a bit of that stage typically buys (so the
+    bias is dimensionless; see ``ResidualVQ.bit_value``). Encoder-only; 0 is plain nearest-code."""
 
     def __post_init__(self) -> None:
         if not self.qualities or sorted(set(self.qualities)) != list(self.qualities) or self.qualities[0] < 1:

@@ -89,7 +89,7 @@ def test_rate_biased_encoding_spends_fewer_bits_and_still_decodes(tiny_model):
     img = smooth_image(96, 64, seed=3)
     plain = Codec(tiny_model)
     biased_model = copy.deepcopy(tiny_model)
-    biased_model.config.rate_bias = 1e3
+    biased_model.config.rate_bias = 1e3  # bits dominate: the likeliest codes win
     biased = Codec(biased_model)
     q = plain.quality_levels[-1]
     small, big = biased.compress(img, q), plain.compress(img, q)

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
 from aecodec import UsageError
+from aecodec.codec import Codec
 from aecodec.imageio import ConversionNote
 from aecodec.metrics import psnr
 
@@ -116,11 +119,16 @@ def test_a_one_section_file_cannot_be_truncated(tiny_vae):
         tiny_vae.truncate(tiny_vae.compress(smooth_image(32, 32), 3), 1)
 
 
-def test_truncate_is_byte_identical_to_encoding_at_lower_quality(tiny):
+@pytest.mark.parametrize("rate_bias", [0.0, 0.1])
+def test_truncate_is_byte_identical_to_encoding_at_lower_quality(tiny_model, rate_bias):
+    """Rate-biased choices too: no stage's price depends on the quality asked for."""
+    model = copy.deepcopy(tiny_model)
+    model.config.rate_bias = rate_bias
+    codec = Codec(model)
     img = smooth_image(80, 48, mode="RGBA")
-    top = tiny.compress(img, len(tiny.levels_per_quality))
-    for q in tiny.quality_levels:
-        assert tiny.truncate(top, q) == tiny.compress(img, q)
+    top = codec.compress(img, len(codec.levels_per_quality))
+    for q in codec.quality_levels:
+        assert codec.truncate(top, q) == codec.compress(img, q)
 
 
 def test_preview_decodes_the_first_stages(tiny):

@@ -34,7 +34,8 @@ RateCost = Callable[[int, "torch.Tensor | None"], torch.Tensor]
 """``cost(section, previous_symbols)`` -> (N, alphabet) penalty, or one (alphabet,) row for all
 positions, added to each choice's distortion when encoding section ``section``
 (previous_symbols: the flat symbols of the section before at the same N positions, or None):
-lambda times its code length, for entropy-constrained quantization."""
+a dimensionless bias times its code length in bits, for entropy-constrained quantization. The
+bottleneck turns bits into its own distortion units (the RVQ: ``ResidualVQ.bit_value``)."""
 
 
 class EntropyModel(Protocol):
