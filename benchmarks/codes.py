@@ -16,7 +16,6 @@ Writes benchmarks/results/codes.json and .md.
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +28,7 @@ from aecodec.imageio import pad_to_stride, to_planes
 from aecodec.transforms import STRIDE, analyse
 
 from .denoise import noisy
+from .kodak_roundtrip import save
 
 NOISE = (1, 2)
 
@@ -103,10 +103,7 @@ def main() -> None:
               "sparsity": {m: sparsity(aecodec.load(m), images) for m in args.sparse.split(",") if m},
               "stability": {m: stability(aecodec.load(m), images) for m in args.stable.split(",") if m}}
     result["models"] = {m: aecodec.load(m).fingerprint.hex() for m in {*result["sparsity"], *result["stability"]}}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=1))
-    args.out.with_suffix(".md").write_text(markdown(result) + "\n")
-    print(markdown(result))
+    save(args.out, result, markdown)
 
 
 if __name__ == "__main__":

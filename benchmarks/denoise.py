@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import io
-import json
 import sys
 from pathlib import Path
 
@@ -23,7 +22,7 @@ from PIL import Image
 import aecodec
 from aecodec.metrics import bpp, psnr
 
-from .kodak_roundtrip import interpolate
+from .kodak_roundtrip import interpolate, save
 
 SIGMAS = (15, 25)
 
@@ -96,11 +95,7 @@ def main() -> None:
     parser.add_argument("--models", default="denoise,rvq", help="comma list; the first is tabulated against the rest")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "denoise.json")
     args = parser.parse_args()
-    result = run(args.dataset, args.models.split(","))
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=1))
-    args.out.with_suffix(".md").write_text(markdown(result) + "\n")
-    print(markdown(result))
+    save(args.out, run(args.dataset, args.models.split(",")), markdown)
 
 
 if __name__ == "__main__":

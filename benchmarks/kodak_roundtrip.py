@@ -125,10 +125,14 @@ def script(doc: str, run: Callable[[Path, str], dict], markdown: Callable[[dict]
     args = parser.parse_args()
     if args.out is None:
         args.out = Path(__file__).parent / "results" / (f"{name}.json" if args.model == "rvq" else f"{name}_{args.model}.json")
-    result = run(args.dataset, args.model)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=1))
-    args.out.with_suffix(".md").write_text(markdown(result) + "\n")
+    save(args.out, run(args.dataset, args.model), markdown)
+
+
+def save(out: Path, result: dict, markdown: Callable[[dict], str]) -> None:
+    """Write a benchmark's result as out (JSON) and out with .md (its table), and print the table."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=1))
+    out.with_suffix(".md").write_text(markdown(result) + "\n")
     print(markdown(result))
 
 
