@@ -16,7 +16,7 @@ from safetensors.torch import save as st_save
 from torch import nn
 
 from . import bottlenecks
-from .bottlenecks import EntropyModel
+from .bottlenecks import EntropyModel, RateCost
 from .entropy import IndexEntropyModel
 from .errors import ModelError
 from .imageio import write_atomic
@@ -102,17 +102,22 @@ class AutoEncoder(nn.Module):
     def symbols(self, latent: torch.Tensor, level: int) -> np.ndarray:
         """Latent (B, C, h, w) -> symbols (sections, B, *symbol_shape) at ``level``, within the
         tables' range, rate-biased if configured."""
-        cost = None
-        if self.config.rate_bias and isinstance(self.entropy, IndexEntropyModel):
-            bits = torch.from_numpy(self.entropy.bits) * self.config.rate_bias
-
-            def cost(s: int, previous: torch.Tensor | None) -> torch.Tensor:
-                if previous is None:
-                    return bits[s, 0]  # the first section has one table
-                return bits[s][torch.from_numpy(self.entropy.groups_of(s, previous.numpy(), len(previous)))]
-
-        symbols = self.bottleneck.encode(latent, level, cost)
+        symbols = self.bottleneck.encode(latent, level, self.rate_cost())
         return symbols if self.entropy is None else self.entropy.constrain(symbols, level)
+
+    def rate_cost(self) -> RateCost | None:
+        """The configured rate bias times each choice's code length under the model's tables
+        (given the section before at the same position), or None for plain nearest-code."""
+        if not (self.config.rate_bias and isinstance(self.entropy, IndexEntropyModel)):
+            return None
+        entropy, bits = self.entropy, torch.from_numpy(self.entropy.bits) * self.config.rate_bias
+
+        def cost(s: int, previous: torch.Tensor | None) -> torch.Tensor:
+            if previous is None:
+                return bits[s, 0]  # the first section has one table
+            return bits[s][torch.from_numpy(entropy.groups_of(s, previous.numpy(), len(previous)))]
+
+        return cost
 
     @torch.no_grad()
     def fit_entropy(self, symbols: Callable[[int], list[np.ndarray]]) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import torch
 
 from aecodec.entropy import PRECISION, IndexEntropyModel, normalize_counts
 
@@ -95,3 +96,24 @@ def test_rate_biased_encoding_spends_fewer_bits_and_still_decodes(tiny_model):
     small, big = biased.compress(img, q), plain.compress(img, q)
     assert len(small) < len(big)
     assert plain.decompress(small).size == img.size  # the same decoder reads both
+
+
+def test_rate_bias_is_dimensionless(tiny_model):
+    """Bits are priced in each stage's own units, so a latent and codebooks scaled together (by
+    powers of 2: exact in floating point) get the very same rate-biased choices. A price in
+    absolute units fails this: bits swamp the distances at one end, vanish at the other."""
+    import copy
+
+    from aecodec.bottlenecks.rvq import ResidualVQ
+
+    model = copy.deepcopy(tiny_model)
+    model.config.rate_bias = 0.4
+    rvq, cost = model.bottleneck, model.rate_cost()
+    assert isinstance(rvq, ResidualVQ)
+    latent = torch.randn(1, rvq.dim, 6, 5, generator=torch.Generator().manual_seed(0)) * rvq.codebooks[0].std()
+    biased = rvq.encode(latent, rvq.levels, cost)
+    assert not np.array_equal(rvq.encode(latent, rvq.levels), biased)  # the bias does change choices
+    for factor in (2.0**-10, 2.0**10):
+        scaled = copy.deepcopy(rvq)
+        scaled.codebooks.mul_(factor)
+        assert np.array_equal(scaled.encode(latent * factor, rvq.levels, cost), biased)
