@@ -422,7 +422,7 @@ def _run_pool(task: _Task, todo: list[Job], workers: int, record: Callable[[Outc
         pool = ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker, initargs=(task,))
         pending: dict[Future, Job] = {}
         try:
-            with _signals_ignored():  # the first submits start the workers, which inherit this
+            with _worker_start_signals():  # the first submits start the workers
                 fill(pool, pending)
             while pending:
                 finished, _ = wait(pending, return_when=FIRST_COMPLETED)
@@ -451,18 +451,25 @@ def _run_pool(task: _Task, todo: list[Job], workers: int, record: Callable[[Outc
 
 
 @contextmanager
-def _signals_ignored() -> Iterator[None]:
-    """Ignore Ctrl-C and kill while worker processes start: they inherit "ignored" from the
-    first instruction on (before Python and torch load), so only the parent reacts to them."""
+def _worker_start_signals() -> Iterator[None]:
+    """While worker processes start. Ctrl-C is ignored, and they inherit "ignored" from their
+    first instruction on (before Python and torch load), so only the parent reacts to it. Kill
+    (SIGTERM) is deferred in the parent, by a handler, so workers start with its default: a
+    worker killed before it is ready just ends. The pool's cleanup after a crash kills the other
+    workers and waits for them, and an ignored SIGTERM would make it wait forever."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    previous = {s: signal.signal(s, signal.SIG_IGN) for s in (signal.SIGINT, signal.SIGTERM)}
+    deferred: list[int] = []
+    previous = {signal.SIGINT: signal.signal(signal.SIGINT, signal.SIG_IGN),
+                signal.SIGTERM: signal.signal(signal.SIGTERM, lambda signum, frame: deferred.append(signum))}
     try:
         yield
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)
+        for s in deferred:
+            signal.raise_signal(s)
 
 
 @contextmanager

@@ -200,7 +200,18 @@ def test_iter_compress_matches_compress_and_is_lazy(tmp_path, tiny):
 
 
 HARNESS = """
-import signal, sys, time
+import os, signal, sys, time
+
+if __name__ == "__mp_main__" and os.environ.get("SLOW_START"):  # a worker, as it starts
+    try:  # the first worker to start takes long to get ready (a loaded machine)
+        fd = os.open(os.environ["SLOW_START"], os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+    except FileExistsError:
+        pass
+    else:
+        os.write(fd, str(os.getpid()).encode())
+        os.close(fd)
+        time.sleep(120)
+
 from aecodec.codec import Codec
 
 # as started from a terminal: a shell that runs the tests in the background (`pytest &` in a
@@ -232,9 +243,10 @@ def live_in_group(pgid: int) -> list[int]:
     return pids
 
 
-def start_slow_batch(tmp_path: Path, tiny_path: Path, workers: int) -> tuple[subprocess.Popen, list[Path], Path]:
-    """``aecodec encode`` of 10 images, 0.15 s each, as its own process group; returns once
-    the first output exists."""
+def start_slow_batch(tmp_path: Path, tiny_path: Path, workers: int,
+                     **env: str) -> tuple[subprocess.Popen, list[Path], Path]:
+    """``aecodec encode`` of 10 images, 0.15 s each, as its own process group, with ``env``
+    added to its environment; returns once the first output exists."""
     src, out = tmp_path / "in", tmp_path / "out"
     src.mkdir()
     inputs = []
@@ -243,7 +255,7 @@ def start_slow_batch(tmp_path: Path, tiny_path: Path, workers: int) -> tuple[sub
         smooth_image(32, 24, seed=i).save(inputs[-1])
     harness = tmp_path / "harness.py"
     harness.write_text(HARNESS)
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO), **env)
     proc = subprocess.Popen([sys.executable, str(harness), "encode", *map(str, inputs), "-o", str(out),
                              "--model", str(tiny_path), "--workers", str(workers)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, start_new_session=True)
@@ -301,6 +313,29 @@ def test_a_killed_worker_costs_no_file(tmp_path, tiny, tiny_path):
     text, err = proc.communicate(timeout=60)
     assert proc.returncode == 0, err.decode()
     assert "0 failed" in text.decode()  # its files were redone on a fresh pool
+    for p in inputs:
+        assert (out / f"{p.stem}.aec").read_bytes() == tiny.compress(Image.open(p))
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="finds the worker in /proc")
+def test_a_worker_killed_while_another_starts_costs_no_file(tmp_path, tiny, tiny_path):
+    """The pool's cleanup after a crash sends SIGTERM to the other workers and waits for them:
+    one still starting must end on it (CI hung here once, on a loaded machine)."""
+    marker = tmp_path / "slow-worker"
+    proc, inputs, out = start_slow_batch(tmp_path, tiny_path, workers=2, SLOW_START=str(marker))
+    slow = int(marker.read_text())
+    busy = [int(p.parent.name) for p in Path("/proc").glob("[0-9]*/stat")
+            if p.read_text().rpartition(")")[2].split()[1] == str(proc.pid)
+            and b"spawn_main" in (p.parent / "cmdline").read_bytes() and int(p.parent.name) != slow]
+    os.kill(busy[0], signal.SIGKILL)
+    try:
+        text, err = proc.communicate(timeout=60)  # the slow one would sleep for 120 s
+    finally:
+        for pid in live_in_group(proc.pid):
+            os.kill(pid, signal.SIGKILL)
+    assert proc.returncode == 0, err.decode()
+    assert "0 failed" in text.decode()
     for p in inputs:
         assert (out / f"{p.stem}.aec").read_bytes() == tiny.compress(Image.open(p))
 
