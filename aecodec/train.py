@@ -39,6 +39,10 @@ BOTTLENECK_LR_SCALE = 10.0
 gains and prior): they start from scratch, often on trained transforms, and Adam moves a
 log-gain by only about lr per step."""
 
+INIT_CROPS = 512
+"""Training crops whose latents initialise the bottleneck: 32768 positions at 128 x 128, 128
+per code of a 256-code RVQ stage (k-means on a quarter of that fits its sample)."""
+
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".ppm"}
 
 
@@ -244,6 +248,8 @@ def train(cfg: TrainConfig, model_config: ModelConfig, resume: bool = False,
         if missing:
             raise SystemExit(f"--init {init}: its transforms do not fit this model (no {missing[0]})")
         model.load_state_dict(weights, strict=False)
+        if hasattr(model.bottleneck, "adopt_coding_space") and hasattr(source.bottleneck, "coding_space"):
+            model.bottleneck.adopt_coding_space(*source.bottleneck.coding_space())  # an RVQ on a VAE's transforms
         step = cfg.warmup  # trained transforms replace the plain-autoencoder phase
         print(f"initialised from {init}" + (" (transforms only)" if new_bottleneck else ""))
     model.train()
@@ -258,8 +264,9 @@ def train(cfg: TrainConfig, model_config: ModelConfig, resume: bool = False,
         if needs_init and step == cfg.warmup:
             needs_init = False
             with torch.no_grad():
-                x = random_crops(train_imgs, 128, cfg.crop, rng, cfg.min_scale).to(device)
-                lat = model.analysis(x).permute(0, 2, 3, 1).reshape(-1, model_config.latent).cpu()
+                lat = torch.cat([model.analysis(random_crops(train_imgs, 64, cfg.crop, rng, cfg.min_scale).to(device))
+                                 .permute(0, 2, 3, 1).reshape(-1, model_config.latent).cpu()
+                                 for _ in range(INIT_CROPS // 64)])
             model.bottleneck.initialise(lat, seed=cfg.seed)
             model.bottleneck.to(device)
         lr = cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * step / cfg.steps)))

@@ -134,3 +134,45 @@ def test_train_grows_a_vae_given_a_wider_latent(tmp_path, tiny_vae, capsys):
     codec = load(out / "wide.safetensors")
     assert codec.model.config.latent == 12
     assert codec.decompress(codec.compress(smooth_image(40, 30), 2)).size == (40, 30)
+
+
+def test_the_coding_space_is_where_the_finest_level_rounds(tiny_vae):
+    vae = tiny_vae.model.bottleneck
+    mean, project, unproject = vae.coding_space()
+    y = torch.randn(2, 8, 3, 5) * 4
+    symbols = vae.encode(y, vae.levels)[0]  # (B, C, h, w)
+    z = torch.einsum("dc,bchw->bdhw", project, y - mean[:, None, None])
+    assert (z - torch.from_numpy(symbols)).abs().max() <= 0.5 + 1e-4
+    back = torch.einsum("cd,bdhw->bchw", unproject, torch.from_numpy(symbols).float()) + mean[:, None, None]
+    assert torch.allclose(back, vae.decode(symbols[None], vae.levels), atol=1e-5)
+
+
+def test_an_rvq_on_a_vaes_transforms_quantizes_in_its_coding_space(tmp_path, tiny_vae):
+    data, out, init = tmp_path / "data", tmp_path / "run", tmp_path / "init.safetensors"
+    data.mkdir()
+    for s in range(3):
+        smooth_image(80, 64, seed=s).save(data / f"{s}.png")
+    tiny_vae.model.save(init)
+    assert main(["train", "--data", str(data), "--out", str(out), "--name", "r", "--bottleneck", "rvq",
+                 "--channels", "8", "--latent", "8", "--stages", "4", "--codebook-size", "16",
+                 "--qualities", "1,2,3,4", "--default-quality", "2", "--batch-size", "2", "--crop", "32",
+                 "--val-count", "1", "--threads", "1", "--init", str(init), "--steps", "501", "--warmup", "500"]) == 0
+    codec = load(out / "r.safetensors")
+    rvq = codec.model.bottleneck
+    mean, project, unproject = tiny_vae.model.bottleneck.coding_space()
+    assert torch.equal(rvq.mean, mean) and torch.equal(rvq.project, project) and torch.equal(rvq.unproject, unproject)
+    y = torch.randn(1, 8, 2, 3) * 4
+    first = rvq.encode(y, 1)[0, 0].reshape(-1)
+    z = (y.permute(0, 2, 3, 1).reshape(-1, 8) - mean) @ project.T  # the nearest code in z, not in y
+    assert np.array_equal(first, torch.cdist(z, rvq.codebooks[0]).argmin(1).numpy())
+    decoded = rvq.decode(rvq.encode(y, 4), 4).permute(0, 2, 3, 1).reshape(-1, 8)
+    codes = sum(rvq.codebooks[s][torch.from_numpy(rvq.encode(y, 4)[s].reshape(-1)).long()] for s in range(4))
+    assert torch.allclose(decoded, codes @ unproject.T + mean, atol=1e-5)
+    assert codec.decompress(codec.compress(smooth_image(40, 30), 2)).size == (40, 30)
+
+
+def test_files_from_before_the_coding_space_load_with_the_identity(tiny_model):
+    state = {k: v for k, v in tiny_model.state_dict().items() if k.split(".")[-1] not in ("mean", "project", "unproject")}
+    fresh = type(tiny_model)(tiny_model.config)
+    fresh.load_state_dict(state)
+    assert torch.equal(fresh.bottleneck.project, torch.eye(8)) and not fresh.bottleneck.mean.any()

@@ -4,6 +4,13 @@ Stage s quantizes what stages 0..s-1 left over, so a prefix of the stages is a c
 the same latent: one trained model serves every rate. The codebook recipe is SoundStream's
 (k-means initialisation, EMA updates, replacement of unused codes by batch residuals); the
 dropout is DAC's per-sample draw, so every prefix length is trained.
+
+The stages work in a *coding space*: an affine map of the latent, z = project @ (y - mean), and
+back, y = unproject @ z + mean (the identity unless set). Nearest-code search weighs every axis
+of z alike, while the synthesis does not: on the vae's trained transforms, k-means RVQ on the
+raw latent reached 27.3 dB at 12 stages on the held-out corners, and 31.7 dB in the space the
+vae's finest level rounds in, where a unit error costs about the same on every axis
+(``adopt_coding_space``; the rvq model card has the measurements).
 """
 
 from __future__ import annotations
@@ -67,13 +74,36 @@ class ResidualVQ(nn.Module):
         self.register_buffer("codebooks", torch.zeros(stages, codebook_size, dim))
         self.register_buffer("ema_count", torch.ones(stages, codebook_size))
         self.register_buffer("ema_sum", torch.zeros(stages, codebook_size, dim))
+        self.register_buffer("mean", torch.zeros(dim))
+        self.register_buffer("project", torch.eye(dim))
+        self.register_buffer("unproject", torch.eye(dim))
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:  # noqa: ANN001
+        """Files from before the coding space have none: theirs is the identity."""
+        for name in ("mean", "project", "unproject"):
+            state_dict.setdefault(prefix + name, getattr(self, name).detach().clone())
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    @torch.no_grad()
+    def adopt_coding_space(self, mean: torch.Tensor, project: torch.Tensor, unproject: torch.Tensor) -> None:
+        """Quantize in z = project @ (y - mean), decode through y = unproject @ z + mean: before
+        ``initialise``, with a map from the bottleneck whose transforms this one takes over."""
+        self.mean.copy_(mean)
+        self.project.copy_(project)
+        self.unproject.copy_(unproject)
+
+    def _to_space(self, flat: torch.Tensor) -> torch.Tensor:
+        return (flat - self.mean) @ self.project.t()
+
+    def _from_space(self, z: torch.Tensor) -> torch.Tensor:
+        return z @ self.unproject.t() + self.mean
 
     # -- training -----------------------------------------------------------------------
     @torch.no_grad()
     def initialise(self, latents: torch.Tensor, seed: int = 0, iters: int = 20) -> None:
         """k-means each stage on the residuals the earlier (already initialised) stages leave."""
         gen = torch.Generator().manual_seed(seed)
-        residual = latents.reshape(-1, self.dim).float().clone()
+        residual = self._to_space(latents.reshape(-1, self.dim).float())
         for s in range(self.sections):
             centers = kmeans(residual, self.alphabet, iters, gen)
             self.codebooks[s] = centers
@@ -83,7 +113,7 @@ class ResidualVQ(nn.Module):
 
     def forward(self, latent: torch.Tensor, level: torch.Tensor | None) -> BottleneckOutput:
         b, _, h, w = latent.shape
-        flat = rearrange(latent, "b c h w -> (b h w) c")
+        flat = self._to_space(rearrange(latent, "b c h w -> (b h w) c"))
         residual = flat.detach().clone()
         partial = torch.zeros_like(residual)
         per_stage = []  # partial reconstruction after each stage
@@ -103,7 +133,7 @@ class ResidualVQ(nn.Module):
         use = (level.repeat_interleave(h * w) - 1).clamp(0, self.sections - 1)
         quant = stacked[use, torch.arange(len(use), device=latent.device)]
         commit = F.mse_loss(flat, quant) / flat.detach().square().mean().clamp(min=1e-6)
-        out = flat + (quant - flat).detach()  # straight-through gradient to the encoder
+        out = self._from_space(flat + (quant - flat).detach())  # straight-through gradient to the encoder
         metrics = {f"perplexity/{s}": _perplexity(i, self.alphabet) for s, i in enumerate(indices)}
         return BottleneckOutput(
             rearrange(out, "(b h w) c -> b c h w", b=b, h=h, w=w), self.commitment * commit, metrics
@@ -142,7 +172,7 @@ class ResidualVQ(nn.Module):
     def encode(self, latent: torch.Tensor, level: int, cost: RateCost | None = None) -> np.ndarray:
         """Level = stages; the first stages of a higher level are the same symbols."""
         b, _, h, w = latent.shape
-        flat = rearrange(latent, "b c h w -> (b h w) c").float()
+        flat = self._to_space(rearrange(latent, "b c h w -> (b h w) c").float())
         value = self.bit_value() if cost is not None else None
         out = np.empty((level, b * h * w), dtype=np.int32)
         for start in range(0, len(flat), ENCODE_CHUNK):  # positions are independent
@@ -164,7 +194,7 @@ class ResidualVQ(nn.Module):
         latent = torch.zeros(idx.shape[1], self.dim)
         for s in range(n):  # fixed summation order: the same latent for any batch size
             latent += self.codebooks[s][idx[s]]
-        return rearrange(latent, "(b h w) c -> b c h w", b=b, h=h, w=w)
+        return rearrange(self._from_space(latent), "(b h w) c -> b c h w", b=b, h=h, w=w)
 
     def symbol_shape(self, h: int, w: int) -> tuple[int, ...]:
         return (h, w)

@@ -112,6 +112,15 @@ class GainedVAE(nn.Module):
             loss.backward()
             opt.step()
 
+    @torch.no_grad()
+    def coding_space(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(mean, project, unproject) of the space the finest level rounds in: z = project @
+        (y - mean) and y = unproject @ z + mean. Training made a unit step there cost about the
+        same distortion on every axis, the metric a vector quantizer needs (ResidualVQ)."""
+        level = self.levels - 1
+        return (self.mean.clone(), self.gain[level].exp()[:, None] * self.rotation,
+                self.unrotation * self.inverse_gain[level].exp())
+
     def _rotate(self, latent: torch.Tensor) -> torch.Tensor:
         return torch.einsum("dc,bchw->bdhw", self.rotation, latent - self.mean[:, None, None])
 
