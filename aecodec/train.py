@@ -79,6 +79,11 @@ class TrainConfig:
     7.2% in BD-rate on the two held-out views. Earlier trials at higher learning rates after a cold --init got worse:
     the vae's (lr 8e-5, stopped after 1800 steps) and rvq's twice (lr 1e-4, with bfloat16
     transforms and in float32, over 6000-8000 steps; see the cards)."""
+    decoder_only: bool = False
+    """Only the synthesis learns: the analysis and the bottleneck (codebooks, their EMA and
+    revival) stay as they are, so every image keeps its symbols and its rate, and the decoder
+    adapts to the errors the quantizer really makes at each level. A decoder taken over from a
+    VAE (``--init``) was trained on that model's finer, scalar rounding."""
     full_rate_fraction: float = 0.25
     """Share of samples trained at the finest level; the rest draw a level uniformly."""
     val_count: int = 4
@@ -163,7 +168,9 @@ def symbols_of(model: AutoEncoder, images: list[torch.Tensor],
 def validate(model: AutoEncoder, images: list[torch.Tensor], device: torch.device) -> list[dict]:
     """PSNR and real coded bpp at every quality level on the held-out images. Before export
     the tables are provisional: fitted on these images' own symbols (RVQ, so slightly
-    optimistic) or derived from the current prior (VAE)."""
+    optimistic) or derived from the current prior (VAE). Leaves each module in the mode it
+    found it in (a decoder-only run keeps its frozen parts in eval)."""
+    was_training = {m: m.training for m in model.modules()}
     model.eval()
     latents = _latents(model, images, device)
     provisional = model.entropy is None
@@ -182,7 +189,8 @@ def validate(model: AutoEncoder, images: list[torch.Tensor], device: torch.devic
         rows.append({"quality": q, "level": level, "bpp": bits / pixels, "psnr": float(psnr(torch.stack(mse)).mean())})
     if provisional:
         model.entropy = None
-    model.train()
+    for m, mode in was_training.items():
+        m.train(mode)
     return rows
 
 
@@ -219,9 +227,12 @@ def train(cfg: TrainConfig, model_config: ModelConfig, resume: bool = False,
         state = torch.load(ckpt_path, map_location="cpu", weights_only=False)
         model_config = ModelConfig(**(state["model_config"] | ({"name": name} if name else {})))
     model = AutoEncoder(model_config).to(device)
+    if cfg.decoder_only:
+        model.analysis.requires_grad_(False)
+        model.bottleneck.requires_grad_(False)
     scales = getattr(model.bottleneck, "lr_scale", ())
-    fast = [p for pname, p in model.bottleneck.named_parameters() if pname.split(".")[0] in scales]
-    rest = [p for p in model.parameters() if all(p is not f for f in fast)]
+    fast = [p for pname, p in model.bottleneck.named_parameters() if pname.split(".")[0] in scales and p.requires_grad]
+    rest = [p for p in model.parameters() if p.requires_grad and all(p is not f for f in fast)]
     opt = torch.optim.Adam([{"params": rest}] + ([{"params": fast, "lr_scale": BOTTLENECK_LR_SCALE}] if fast else []),
                            lr=cfg.lr)
     if state is not None:
@@ -253,6 +264,9 @@ def train(cfg: TrainConfig, model_config: ModelConfig, resume: bool = False,
         step = cfg.warmup  # trained transforms replace the plain-autoencoder phase
         print(f"initialised from {init}" + (" (transforms only)" if new_bottleneck else ""))
     model.train()
+    if cfg.decoder_only:  # frozen parts run as at coding time (no EMA codebook updates)
+        model.analysis.eval()
+        model.bottleneck.eval()
     fresh_from = step if state is None else None  # the step the optimiser started cold
     needs_init = step <= cfg.warmup and new_bottleneck
     levels = model.bottleneck.levels
@@ -305,7 +319,7 @@ def train(cfg: TrainConfig, model_config: ModelConfig, resume: bool = False,
         bar.update(1)
         if step % 50 == 0:
             perp = [v for k, v in metrics.items() if k.startswith("perplexity/")]
-            rec = {"step": step, "loss": float(loss), "psnr": float(psnr(mse).mean()), "lr": lr,
+            rec = {"step": step, "loss": float(loss.detach()), "psnr": float(psnr(mse.detach()).mean()), "lr": lr,
                    "time": time.time() - start,
                    "perplexity": [round(p, 1) for p in perp]} | {k: metrics[k] for k in ("bpp", "contraction") if k in metrics}
             log.write(json.dumps(rec) + "\n")

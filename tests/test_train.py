@@ -118,3 +118,22 @@ def test_the_contractive_penalty_changes_training(tmp_path):
                      "--rate-bias", "0", *extra, *TINY]) == 0
         weights.append(load_file(out / "rvq.safetensors")["analysis.0.weight"])
     assert not torch.equal(*weights)
+
+
+def test_a_decoder_only_run_keeps_encoder_codebooks_and_symbols(tmp_path):
+    """--decoder-only moves the synthesis alone: the EMA codebooks, revival and tables stay."""
+    from safetensors.torch import load_file
+
+    data, out = photos(tmp_path)
+    assert main(["train", "--data", str(data), "--out", str(out), "--steps", "4", "--warmup", "2",
+                 "--rate-bias", "0", *TINY]) == 0
+    tuned = tmp_path / "tuned"
+    assert main(["train", "--data", str(data), "--out", str(tuned), "--steps", "8", "--warmup", "2",
+                 "--init", str(out / "rvq.safetensors"), "--decoder-only", "--lr", "1e-2", "--lr-warmup", "1",
+                 "--rate-bias", "0", *TINY]) == 0
+    before, after = load_file(out / "rvq.safetensors"), load_file(tuned / "rvq.safetensors")
+    fixed = [k for k in before if not k.startswith("synthesis.")]
+    assert fixed and all(torch.equal(before[k], after[k]) for k in fixed)
+    assert any(not torch.equal(before[k], after[k]) for k in before if k.startswith("synthesis."))
+    img = smooth_image(48, 40, seed=5)  # same encoder, codebooks and tables: the same bits
+    assert len(load(out / "rvq.safetensors").compress(img, 3)) == len(load(tuned / "rvq.safetensors").compress(img, 3))

@@ -73,16 +73,22 @@ class ResidualVQ(nn.Module):
         self.decay, self.dead_threshold, self.commitment = decay, dead_threshold, commitment
         self.register_buffer("codebooks", torch.zeros(stages, codebook_size, dim))
         self.register_buffer("ema_count", torch.ones(stages, codebook_size))
-        self.register_buffer("ema_sum", torch.zeros(stages, codebook_size, dim))
+        # each codebook is its EMA sum over its EMA count, so files store the count only (the
+        # sum would double their size) and loading rebuilds the sum
+        self.register_buffer("ema_sum", torch.zeros(stages, codebook_size, dim), persistent=False)
         self.register_buffer("mean", torch.zeros(dim))
         self.register_buffer("project", torch.eye(dim))
         self.register_buffer("unproject", torch.eye(dim))
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:  # noqa: ANN001
-        """Files from before the coding space have none: theirs is the identity."""
+        """Files from before the coding space have none: theirs is the identity. Older files
+        also store the EMA sum, which the codebooks and counts determine."""
         for name in ("mean", "project", "unproject"):
             state_dict.setdefault(prefix + name, getattr(self, name).detach().clone())
+        state_dict.pop(prefix + "ema_sum", None)
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+        with torch.no_grad():
+            self.ema_sum.copy_(self.codebooks * self.ema_count.clamp(min=1e-5)[..., None])
 
     @torch.no_grad()
     def adopt_coding_space(self, mean: torch.Tensor, project: torch.Tensor, unproject: torch.Tensor) -> None:
