@@ -259,6 +259,14 @@ def train(cfg: TrainConfig, model_config: ModelConfig, resume: bool = False,
         if missing:
             raise SystemExit(f"--init {init}: its transforms do not fit this model (no {missing[0]})")
         model.load_state_dict(weights, strict=False)
+        if hasattr(model.bottleneck, "adopt_levels") and \
+                getattr(source.bottleneck, "lambdas", model.bottleneck.lambdas) != model.bottleneck.lambdas:
+            print(f"adopting the levels of {init} into the ladder {model.bottleneck.lambdas}")
+            with torch.no_grad():
+                crops = random_crops(train_imgs, 128, cfg.crop, rng, cfg.min_scale)
+                lat = model.analysis(crops.to(device)).permute(0, 2, 3, 1).reshape(-1, model_config.latent).cpu()
+            model.bottleneck.adopt_levels(source.bottleneck, lat, seed=cfg.seed)
+            new_bottleneck = False
         if hasattr(model.bottleneck, "adopt_coding_space") and hasattr(source.bottleneck, "coding_space"):
             model.bottleneck.adopt_coding_space(*source.bottleneck.coding_space())  # an RVQ on a VAE's transforms
         step = cfg.warmup  # trained transforms replace the plain-autoencoder phase

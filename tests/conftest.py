@@ -3,11 +3,14 @@ shipped weights) and small generated images (tests never read ../shared)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
+from aecodec.cli import main
 from aecodec.codec import Codec
 from aecodec.model import AutoEncoder, ModelConfig
 from aecodec.train import symbols_of
@@ -21,6 +24,19 @@ def smooth_image(width: int, height: int, seed: int = 0, mode: str = "RGB") -> I
     arr = np.stack(chans, -1) + rng.normal(0, 4, (height, width, 4))
     img = Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8), "RGBA")
     return img if mode == "RGBA" else img.convert(mode)
+
+
+def train_from(tmp_path: Path, init: AutoEncoder, args: list[str]) -> Path:
+    """``aecodec train --init`` from ``init`` on three small generated images (one held out),
+    with ``args`` for the rest; the run folder."""
+    data, out, path = tmp_path / "data", tmp_path / "run", tmp_path / "init.safetensors"
+    data.mkdir()
+    for s in range(3):
+        smooth_image(80, 64, seed=s).save(data / f"{s}.png")
+    init.save(path)
+    assert main(["train", "--data", str(data), "--out", str(out), "--init", str(path), "--crop", "32",
+                 "--val-count", "1", "--threads", "1", *args]) == 0
+    return out
 
 
 TINY_CONFIGS = {

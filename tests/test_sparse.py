@@ -5,11 +5,10 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from aecodec.cli import main
 from aecodec.codec import load
 from aecodec.entropy import FactorizedTables, SparseTables
 
-from .conftest import smooth_image
+from .conftest import train_from
 
 
 def _clustered(n: int, channels: int, seed: int = 0) -> np.ndarray:
@@ -44,14 +43,9 @@ def test_decoded_values_are_the_encoders(tiny_sparse):
 
 
 def test_grown_from_a_vae_keeps_its_gains_and_prior(tmp_path, capsys, tiny_vae):
-    data, out, vae = tmp_path / "data", tmp_path / "run", tmp_path / "vae.safetensors"
-    data.mkdir()
-    for s in range(2):
-        smooth_image(64, 64, seed=s).save(data / f"{s}.png")
-    tiny_vae.model.save(vae)
-    assert main(["train", "--data", str(data), "--out", str(out), "--name", "sp", "--bottleneck", "sparse",
-                 "--channels", "8", "--latent", "8", "--lambdas", "0.001,0.01,0.05,0.2", "--crop", "32",
-                 "--val-count", "1", "--threads", "1", "--init", str(vae), "--steps", "500", "--warmup", "500"]) == 0
+    out = train_from(tmp_path, tiny_vae.model, [
+        "--name", "sp", "--bottleneck", "sparse", "--channels", "8", "--latent", "8",
+        "--lambdas", "0.001,0.01,0.05,0.2", "--steps", "500", "--warmup", "500"])
     assert "transforms only" not in capsys.readouterr().out
     grown = load(out / "sp.safetensors").model
     assert torch.equal(grown.bottleneck.gain, tiny_vae.model.bottleneck.gain)

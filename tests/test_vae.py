@@ -17,7 +17,7 @@ from aecodec.cli import main
 from aecodec.codec import load
 from aecodec.entropy import FactorizedTables
 
-from .conftest import smooth_image
+from .conftest import smooth_image, train_from
 
 
 def test_prior_is_a_distribution_over_integers():
@@ -120,20 +120,32 @@ def test_a_grown_latent_codes_the_old_channels_as_before(tiny_vae):
 
 
 def test_train_grows_a_vae_given_a_wider_latent(tmp_path, tiny_vae, capsys):
-    data, out, init = tmp_path / "data", tmp_path / "run", tmp_path / "init.safetensors"
-    data.mkdir()
-    for s in range(3):
-        smooth_image(80, 64, seed=s).save(data / f"{s}.png")
-    tiny_vae.model.save(init)
-    assert main(["train", "--data", str(data), "--out", str(out), "--name", "wide", "--bottleneck", "vae",
-                 "--channels", "8", "--latent", "12", "--lambdas", "0.001,0.01,0.05,0.2", "--batch-size", "2",
-                 "--crop", "32", "--val-count", "1", "--threads", "1", "--full-rate-fraction", "0",
-                 "--init", str(init), "--steps", "502", "--warmup", "500"]) == 0
+    out = train_from(tmp_path, tiny_vae.model, [
+        "--name", "wide", "--bottleneck", "vae", "--channels", "8", "--latent", "12",
+        "--lambdas", "0.001,0.01,0.05,0.2", "--batch-size", "2", "--full-rate-fraction", "0",
+        "--steps", "502", "--warmup", "500"])
     printed = capsys.readouterr().out
     assert "growing the latent" in printed and "(transforms only)" not in printed
     codec = load(out / "wide.safetensors")
     assert codec.model.config.latent == 12
     assert codec.decompress(codec.compress(smooth_image(40, 30), 2)).size == (40, 30)
+
+
+def test_a_run_with_a_lower_rung_keeps_the_trained_levels(tmp_path, tiny_vae, capsys):
+    """--init into a ladder with a new lambda: the old levels keep their gains and tables, so
+    they code every image exactly as before; the new one starts beyond them."""
+    out = train_from(tmp_path, tiny_vae.model, [
+        "--name", "low", "--bottleneck", "vae", "--channels", "8", "--latent", "8",
+        "--lambdas", "0.0002,0.001,0.01,0.05,0.2", "--steps", "500", "--warmup", "500"])
+    assert "adopting the levels" in capsys.readouterr().out
+    new, old = load(out / "low.safetensors").model, tiny_vae.model
+    assert torch.equal(new.bottleneck.gain[1:], old.bottleneck.gain)
+    assert (new.bottleneck.gain[0] < old.bottleneck.gain[0]).all()  # a coarser step than any before
+    latent = torch.randn(1, 8, 3, 5) * 10
+    for level in range(1, 5):
+        assert np.array_equal(new.symbols(latent, level + 1), old.symbols(latent, level))
+    # the same densities, tabulated again in float32 in a larger batch: a count may move by one
+    assert np.abs(new.entropy.counts[1:].astype(np.int64) - old.entropy.counts).max() <= 1
 
 
 def test_the_coding_space_is_where_the_finest_level_rounds(tiny_vae):
@@ -148,15 +160,10 @@ def test_the_coding_space_is_where_the_finest_level_rounds(tiny_vae):
 
 
 def test_an_rvq_on_a_vaes_transforms_quantizes_in_its_coding_space(tmp_path, tiny_vae):
-    data, out, init = tmp_path / "data", tmp_path / "run", tmp_path / "init.safetensors"
-    data.mkdir()
-    for s in range(3):
-        smooth_image(80, 64, seed=s).save(data / f"{s}.png")
-    tiny_vae.model.save(init)
-    assert main(["train", "--data", str(data), "--out", str(out), "--name", "r", "--bottleneck", "rvq",
-                 "--channels", "8", "--latent", "8", "--stages", "4", "--codebook-size", "16",
-                 "--qualities", "1,2,3,4", "--default-quality", "2", "--batch-size", "2", "--crop", "32",
-                 "--val-count", "1", "--threads", "1", "--init", str(init), "--steps", "501", "--warmup", "500"]) == 0
+    out = train_from(tmp_path, tiny_vae.model, [
+        "--name", "r", "--bottleneck", "rvq", "--channels", "8", "--latent", "8", "--stages", "4",
+        "--codebook-size", "16", "--qualities", "1,2,3,4", "--default-quality", "2", "--batch-size", "2",
+        "--steps", "501", "--warmup", "500"])
     codec = load(out / "r.safetensors")
     rvq = codec.model.bottleneck
     mean, project, unproject = tiny_vae.model.bottleneck.coding_space()

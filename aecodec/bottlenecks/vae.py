@@ -86,6 +86,36 @@ class GainedVAE(nn.Module):
             mine.view(self.levels, self.dim, *mine.shape[1:])[:, :c] = theirs.view(self.levels, c, *theirs.shape[1:])
         self._fit_prior(latents[torch.randperm(len(latents), generator=torch.Generator().manual_seed(seed))[:2 * PRIOR_FIT_SAMPLES]])
 
+    @torch.no_grad()
+    def adopt_levels(self, old: GainedVAE, latents: torch.Tensor, seed: int = 0) -> None:
+        """Become ``old`` with another lambda ladder (say, lower rates below its lowest level):
+        the mean and rotations are old's, a lambda old has keeps its gains and densities, so it
+        codes exactly as before, and a new one gets gains interpolated per channel linearly in
+        log lambda between old's two nearest levels (extrapolated beyond its ends; high-rate
+        theory makes the log step linear in log lambda) and densities fitted to ``latents``."""
+        if old.dim != self.dim:
+            raise ValueError(f"a latent of {old.dim} channels cannot become one of {self.dim}")
+        self.mean.copy_(old.mean)
+        self.rotation.copy_(old.rotation)
+        self.unrotation.copy_(old.unrotation)
+        known = torch.tensor(old.lambdas, dtype=torch.float64).log()
+        new_levels = []
+        for level, lam in enumerate(self.lambdas):
+            if lam in old.lambdas:
+                source = old.lambdas.index(lam)
+                self.gain[level], self.inverse_gain[level] = old.gain[source], old.inverse_gain[source]
+                for mine, theirs in zip(self.prior.parameters(), old.prior.parameters(), strict=True):
+                    mine[level * self.dim : (level + 1) * self.dim] = theirs[source * self.dim : (source + 1) * self.dim]
+                continue
+            a = int(torch.searchsorted(known, torch.tensor(lam, dtype=torch.float64).log()).clamp(1, len(known) - 1)) - 1
+            t = float((np.log(lam) - known[a]) / (known[a + 1] - known[a]))
+            self.gain[level] = old.gain[a] + t * (old.gain[a + 1] - old.gain[a])
+            self.inverse_gain[level] = old.inverse_gain[a] + t * (old.inverse_gain[a + 1] - old.inverse_gain[a])
+            new_levels.append(level)
+        if new_levels:
+            picked = latents[torch.randperm(len(latents), generator=torch.Generator().manual_seed(seed))[:PRIOR_FIT_SAMPLES]]
+            self._fit_prior(picked, levels=new_levels)
+
     def _klt(self, latents: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Mean, principal axes (rows, largest variance first) and log gain per level of latents
         (N, C): one quantization step for all channels, 4 x their RMS at level 1, x0.6 per level."""
@@ -97,13 +127,15 @@ class GainedVAE(nn.Module):
         return mean.float(), axes.flip(1).T.float(), -torch.log(step).float()
 
     @torch.enable_grad()
-    def _fit_prior(self, latents: torch.Tensor, steps: int = 300) -> None:
-        """Fit the prior alone to these latents at every level (Adam on their noisy -log2
-        likelihood), so training starts with a calibrated rate term, not a blanket one."""
+    def _fit_prior(self, latents: torch.Tensor, steps: int = 300, levels: list[int] | None = None) -> None:
+        """Fit the prior alone to these latents at these levels (0-based; all by default) by
+        Adam on their noisy -log2 likelihood, so training starts with a calibrated rate term,
+        not a blanket one. Other levels' densities get no gradient, so Adam leaves them be."""
+        levels = list(range(self.levels)) if levels is None else levels
         with torch.no_grad():
             z = self._rotate(latents.float()[:, :, None, None])[:, :, 0, 0]  # (N, C)
-            scaled = z.T[None] * self.gain.exp()[:, :, None]  # (levels, C, N)
-        rows = torch.arange(self.levels * self.dim).reshape(self.levels, self.dim)
+            scaled = z.T[None] * self.gain[levels].exp()[:, :, None]  # (levels, C, N)
+        rows = torch.arange(self.levels * self.dim).reshape(self.levels, self.dim)[levels]
         opt = torch.optim.Adam(self.prior.parameters(), lr=1e-2)
         for _ in range(steps):
             noisy = scaled + torch.empty_like(scaled).uniform_(-0.5, 0.5)
