@@ -193,7 +193,8 @@ def _train(args: argparse.Namespace) -> None:
                       checkpoint_minutes=args.checkpoint_minutes, val_count=args.val_count,
                       rate_bias=args.rate_bias, full_rate_fraction=args.full_rate_fraction, noise=args.noise,
                       min_scale=args.min_scale,
-                      contractive=args.contractive, decoder_only=args.decoder_only)
+                      contractive=args.contractive, decoder_only=args.decoder_only,
+                      frozen_bottleneck=args.frozen_bottleneck)
     if args.bottleneck in ("vae", "sparse"):
         lambdas = [float(v) for v in args.lambdas.split(",")] if args.lambdas else list(LAMBDAS)
         bottleneck_args: dict = {"lambdas": lambdas} | ({"sparsity": args.sparsity} if args.bottleneck == "sparse" else {})
@@ -309,6 +310,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="contractive autoencoder: penalise the encoder's relative Jacobian norm with this weight")
     p.add_argument("--decoder-only", action="store_true",
                    help="train the synthesis alone: the encoder and bottleneck, so the symbols and rates, stay fixed")
+    p.add_argument("--frozen-bottleneck", action="store_true",
+                   help="train both transforms but keep the bottleneck (codebooks; a VAE's gains and prior) as it is")
     p.add_argument("--full-rate-fraction", type=float, default=0.25,
                    help="share of samples trained at the finest level (the rest draw a level uniformly)")
     p.add_argument("--min-scale", type=_scale, default=1.0,

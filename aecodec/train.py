@@ -84,6 +84,11 @@ class TrainConfig:
     revival) stay as they are, so every image keeps its symbols and its rate, and the decoder
     adapts to the errors the quantizer really makes at each level. A decoder taken over from a
     VAE (``--init``) was trained on that model's finer, scalar rounding."""
+    frozen_bottleneck: bool = False
+    """The bottleneck (codebooks, their EMA and revival; a VAE's gains and prior) stays as it
+    is while both transforms learn. With --noise, the analysis can learn to give a noisy photo
+    the codes of its clean version, so the code stops spending stages on noise, where a
+    decoder-only run can only clean up codes that carry it. Untried on a shipped model yet."""
     full_rate_fraction: float = 0.25
     """Share of samples trained at the finest level; the rest draw a level uniformly."""
     val_count: int = 4
@@ -229,6 +234,7 @@ def train(cfg: TrainConfig, model_config: ModelConfig, resume: bool = False,
     model = AutoEncoder(model_config).to(device)
     if cfg.decoder_only:
         model.analysis.requires_grad_(False)
+    if cfg.decoder_only or cfg.frozen_bottleneck:
         model.bottleneck.requires_grad_(False)
     scales = getattr(model.bottleneck, "lr_scale", ())
     fast = [p for pname, p in model.bottleneck.named_parameters() if pname.split(".")[0] in scales and p.requires_grad]
@@ -274,6 +280,7 @@ def train(cfg: TrainConfig, model_config: ModelConfig, resume: bool = False,
     model.train()
     if cfg.decoder_only:  # frozen parts run as at coding time (no EMA codebook updates)
         model.analysis.eval()
+    if cfg.decoder_only or cfg.frozen_bottleneck:
         model.bottleneck.eval()
     fresh_from = step if state is None else None  # the step the optimiser started cold
     needs_init = step <= cfg.warmup and new_bottleneck

@@ -120,8 +120,9 @@ def test_the_contractive_penalty_changes_training(tmp_path):
     assert not torch.equal(*weights)
 
 
-def test_a_decoder_only_run_keeps_encoder_codebooks_and_symbols(tmp_path):
-    """--decoder-only moves the synthesis alone: the EMA codebooks, revival and tables stay."""
+def _tuned(tmp_path: Path, *flags: str) -> tuple[dict, dict, Path, Path]:
+    """A tiny model trained 4 steps, then 6 more from it with ``flags``: both state dicts and
+    both exported files."""
     from safetensors.torch import load_file
 
     data, out = photos(tmp_path)
@@ -129,11 +130,26 @@ def test_a_decoder_only_run_keeps_encoder_codebooks_and_symbols(tmp_path):
                  "--rate-bias", "0", *TINY]) == 0
     tuned = tmp_path / "tuned"
     assert main(["train", "--data", str(data), "--out", str(tuned), "--steps", "8", "--warmup", "2",
-                 "--init", str(out / "rvq.safetensors"), "--decoder-only", "--lr", "1e-2", "--lr-warmup", "1",
-                 "--rate-bias", "0", *TINY]) == 0
-    before, after = load_file(out / "rvq.safetensors"), load_file(tuned / "rvq.safetensors")
+                 "--init", str(out / "rvq.safetensors"), "--lr", "1e-2", "--lr-warmup", "1",
+                 "--rate-bias", "0", *flags, *TINY]) == 0
+    files = out / "rvq.safetensors", tuned / "rvq.safetensors"
+    return load_file(files[0]), load_file(files[1]), *files
+
+
+def test_a_decoder_only_run_keeps_encoder_codebooks_and_symbols(tmp_path):
+    """--decoder-only moves the synthesis alone: the EMA codebooks, revival and tables stay."""
+    before, after, first, second = _tuned(tmp_path, "--decoder-only")
     fixed = [k for k in before if not k.startswith("synthesis.")]
     assert fixed and all(torch.equal(before[k], after[k]) for k in fixed)
     assert any(not torch.equal(before[k], after[k]) for k in before if k.startswith("synthesis."))
     img = smooth_image(48, 40, seed=5)  # same encoder, codebooks and tables: the same bits
-    assert len(load(out / "rvq.safetensors").compress(img, 3)) == len(load(tuned / "rvq.safetensors").compress(img, 3))
+    assert len(load(first).compress(img, 3)) == len(load(second).compress(img, 3))
+
+
+def test_a_frozen_bottleneck_run_moves_both_transforms_only(tmp_path):
+    """--frozen-bottleneck: encoder and decoder learn, the codebooks and their EMA stay."""
+    before, after, _, _ = _tuned(tmp_path, "--frozen-bottleneck", "--noise", "20")
+    bottleneck = [k for k in before if k.startswith("bottleneck.")]
+    assert bottleneck and all(torch.equal(before[k], after[k]) for k in bottleneck)
+    for part in ("analysis.", "synthesis."):
+        assert any(not torch.equal(before[k], after[k]) for k in before if k.startswith(part))
