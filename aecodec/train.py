@@ -89,7 +89,7 @@ class TrainConfig:
     is while both transforms learn. With --noise, the analysis can learn to give a noisy photo
     the codes of its clean version, so the code stops spending stages on noise, where a
     decoder-only run can only clean up codes that carry it. Its first try on ``denoise`` spent
-    about 5% more bits for the same PSNR (see denoise.md): a fixed number of stages is no rate
+    1-6% more bits for about the same PSNR (see denoise.md): a fixed number of stages is no rate
     term."""
     full_rate_fraction: float = 0.25
     """Share of samples trained at the finest level; the rest draw a level uniformly."""
