@@ -318,8 +318,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="downscale each training crop's image by a random factor in [MIN_SCALE, 1] (log-uniform)")
     p.add_argument("--default-quality", type=int, default=4)
     p.add_argument("--rate-bias", default=None, type=_auto_or_number,
-                   help="entropy-constrained encoding: each code choice pays this x its bits, a bit priced at what a "
-                        "bit of its stage typically buys (dimensionless); auto (default) picks it on the held-out "
+                   help="entropy-constrained encoding: each symbol choice pays this x its bits, a bit priced at what a "
+                        "bit typically buys there (dimensionless); auto (default) picks it on the held-out "
                         "images at export")
     p.add_argument("--val-count", type=int, default=4)
     p.add_argument("--checkpoint-minutes", type=float, default=5.0)

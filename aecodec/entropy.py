@@ -13,12 +13,13 @@ so the CDF it builds is exact integer arithmetic too (see docs/FORMAT.md).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from functools import cached_property
 
 import constriction
 import numpy as np
+import torch
 
 from .errors import FormatError
 
@@ -111,6 +112,11 @@ class _Tables:
     def arrays(self) -> dict[str, np.ndarray]:
         raise NotImplementedError
 
+    def rate_cost(self, level: int, bias: float) -> Callable[[int, torch.Tensor | None], torch.Tensor] | None:
+        """``bias`` x the code length of each choice at ``level``, as the bottleneck's encoder
+        takes it (bottlenecks.RateCost), or None where these tables price no choice."""
+        return None
+
     def __getstate__(self) -> dict[str, np.ndarray]:  # constriction models do not pickle
         return self.arrays()
 
@@ -143,10 +149,18 @@ class IndexEntropyModel(_Tables):
         """Code length in bits (sections, groups, K) of each symbol, for rate-biased encoding."""
         return code_lengths(normalize_counts(self.counts)).astype(np.float32)
 
-    def groups_of(self, section: int, previous: np.ndarray | None, count: int) -> np.ndarray:
-        """The table group of each of ``count`` symbols of ``section``, given the section
-        before's symbols at the same positions."""
-        return self._context(section, previous, count)
+    def rate_cost(self, level: int, bias: float) -> Callable[[int, torch.Tensor | None], torch.Tensor]:
+        """Every code's bits (N, K), in the table group the section before's symbols at the
+        same N positions select (one (K,) row for the first section). The level does not
+        enter: a stage's tables are the same at every level."""
+        bits = torch.from_numpy(self.bits) * bias
+
+        def cost(section: int, previous: torch.Tensor | None) -> torch.Tensor:
+            if previous is None:
+                return bits[section, 0]
+            return bits[section][torch.from_numpy(self._context(section, previous.numpy(), len(previous)))]
+
+        return cost
 
     def constrain(self, symbols: np.ndarray, level: int) -> np.ndarray:
         return symbols  # every index has a table entry
@@ -221,6 +235,19 @@ class FactorizedTables(_Tables):
             self._built[level] = [categorical(t) for t in normalize_counts(self.counts[level - 1])]
         return self._built[level]
 
+    def rate_cost(self, level: int, bias: float) -> Callable[[int, torch.Tensor | None], torch.Tensor]:
+        """The bits of candidate values (B, C, h, w) under their channel's table at ``level``
+        (a value beyond the table priced as its nearest end, which is what it is coded as)."""
+        lengths = torch.from_numpy(code_lengths(normalize_counts(self.counts[level - 1])).astype(np.float32)) * bias
+        low = torch.from_numpy(self.offsets[level - 1]).long()[:, None]
+
+        def cost(section: int, values: torch.Tensor | None) -> torch.Tensor:
+            b, c = values.shape[:2]
+            index = (values.long().reshape(b, c, -1) - low).clamp(0, self.width - 1)
+            return torch.gather(lengths.expand(b, -1, -1), 2, index).view(values.shape)
+
+        return cost
+
     def constrain(self, symbols: np.ndarray, level: int) -> np.ndarray:
         """Values clamped into the tables' range (a value beyond keeps the nearest end)."""
         lo = self.offsets[level - 1][:, None, None]  # symbols (..., C, h, w)
@@ -274,6 +301,11 @@ class SparseTables(FactorizedTables):
 
     def arrays(self) -> dict[str, np.ndarray]:
         return super().arrays() | {"significance": self.significance}
+
+    def rate_cost(self, level: int, bias: float) -> None:
+        """None: here a value's bits depend on whether its neighbouring channels are zero,
+        which a choice made value by value cannot see, so the sparse model rounds plainly."""
+        return None
 
     def factorized(self) -> FactorizedTables:
         """The same prior coded without the significance map, to measure what it saves."""

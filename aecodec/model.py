@@ -17,7 +17,6 @@ from torch import nn
 
 from . import bottlenecks
 from .bottlenecks import EntropyModel, RateCost
-from .entropy import IndexEntropyModel
 from .errors import ModelError
 from .imageio import write_atomic
 from .transforms import Analysis, Synthesis
@@ -36,8 +35,9 @@ class ModelConfig:
     context_groups: int = 16
     rate_bias: float = 0.0
     """Entropy-constrained encoding: each symbol choice pays rate_bias x its code length in bits
-    on top of its distortion, a bit priced at what a bit of that stage typically buys (so the
-    bias is dimensionless; see ``ResidualVQ.bit_value``). Encoder-only; 0 is plain nearest-code."""
+    on top of its distortion, a bit priced at what a bit typically buys there (so the bias is
+    dimensionless; see ``ResidualVQ.bit_value`` and ``vae.BIT_VALUE``). Encoder-only: files
+    decode the same either way; 0 is plain nearest-code (rounding, for a VAE)."""
 
     def __post_init__(self) -> None:
         if not self.qualities or sorted(set(self.qualities)) != list(self.qualities) or self.qualities[0] < 1:
@@ -102,22 +102,15 @@ class AutoEncoder(nn.Module):
     def symbols(self, latent: torch.Tensor, level: int) -> np.ndarray:
         """Latent (B, C, h, w) -> symbols (sections, B, *symbol_shape) at ``level``, within the
         tables' range, rate-biased if configured."""
-        symbols = self.bottleneck.encode(latent, level, self.rate_cost())
+        symbols = self.bottleneck.encode(latent, level, self.rate_cost(level))
         return symbols if self.entropy is None else self.entropy.constrain(symbols, level)
 
-    def rate_cost(self) -> RateCost | None:
-        """The configured rate bias times each choice's code length under the model's tables
-        (given the section before at the same position), or None for plain nearest-code."""
-        if not (self.config.rate_bias and isinstance(self.entropy, IndexEntropyModel)):
+    def rate_cost(self, level: int) -> RateCost | None:
+        """The configured rate bias times each choice's code length under the model's tables,
+        or None for plain nearest-code encoding (or tables that price no choice)."""
+        if not self.config.rate_bias or self.entropy is None:
             return None
-        entropy, bits = self.entropy, torch.from_numpy(self.entropy.bits) * self.config.rate_bias
-
-        def cost(s: int, previous: torch.Tensor | None) -> torch.Tensor:
-            if previous is None:
-                return bits[s, 0]  # the first section has one table
-            return bits[s][torch.from_numpy(entropy.groups_of(s, previous.numpy(), len(previous)))]
-
-        return cost
+        return self.entropy.rate_cost(level, self.config.rate_bias)
 
     @torch.no_grad()
     def fit_entropy(self, symbols: Callable[[int], list[np.ndarray]]) -> None:

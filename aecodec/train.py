@@ -28,7 +28,6 @@ import torch
 from tqdm import tqdm
 
 from .bd import bd_rate
-from .entropy import IndexEntropyModel
 from .grow import grow
 from .imageio import open_image, pad_to_stride, to_planes, write_atomic
 from .model import AutoEncoder, ModelConfig
@@ -381,9 +380,9 @@ def export(model: AutoEncoder, train_imgs: list[torch.Tensor], val_imgs: list[to
     model.config.rate_bias = 0.0
     train_symbols = symbols_of(model, train_imgs, device)
     model.fit_entropy(train_symbols)
-    if isinstance(model.entropy, IndexEntropyModel):  # rate-biased index choice (the RVQ's)
+    if model.entropy.rate_cost(1, 1.0) is not None:  # tables that can price each choice
         bias = choose_rate_bias(model, val_imgs, device) if rate_bias is None else rate_bias
-        if bias:  # rate-biased choices make the symbols more peaked: refit the tables on them
+        if bias:  # rate-biased choices make the symbols more peaked: refit tables fitted on them
             model.config.rate_bias = bias
             model.fit_entropy(train_symbols)
     model.to("cpu")

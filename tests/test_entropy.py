@@ -108,7 +108,8 @@ def test_rate_bias_is_dimensionless(tiny_model):
 
     model = copy.deepcopy(tiny_model)
     model.config.rate_bias = 0.4
-    rvq, cost = model.bottleneck, model.rate_cost()
+    rvq = model.bottleneck
+    cost = model.rate_cost(rvq.levels)
     assert isinstance(rvq, ResidualVQ)
     latent = torch.randn(1, rvq.dim, 6, 5, generator=torch.Generator().manual_seed(0)) * rvq.codebooks[0].std()
     biased = rvq.encode(latent, rvq.levels, cost)

@@ -77,6 +77,43 @@ def test_hostile_sections_with_valid_checksums_fail_cleanly(tiny_vae):
         tiny_vae.decompress(_with_section(data, b""))
 
 
+def test_rate_biased_rounding_trades_distance_for_bits(tiny_vae):
+    """Each value stays one of the two integers around the scaled latent; where it leaves the
+    nearer one, it takes the cheaper, so the code gets shorter; and the file decodes as any."""
+    import copy
+
+    from aecodec.bottlenecks.vae import BIT_VALUE
+
+    model = copy.deepcopy(tiny_vae.model)
+    vae, level = model.bottleneck, 1
+    latent = torch.randn(2, 8, 6, 5, generator=torch.Generator().manual_seed(0)) * 3
+    scaled = (vae._rotate(latent) * vae.gain[level - 1].exp()[:, None, None])[None]
+    plain = torch.from_numpy(model.symbols(latent, level))
+    model.config.rate_bias = 0.5
+    biased = torch.from_numpy(model.symbols(latent, level))
+    bits = model.entropy.rate_cost(level, 1.0)
+    assert ((biased - scaled).abs() < 1).all()
+    moved = biased != plain
+    assert moved.any()  # the bias does change choices here
+    assert (bits(0, biased[0])[moved[0]] < bits(0, plain[0])[moved[0]]).all()
+    lagrangian = (scaled - biased) ** 2 + 0.5 * BIT_VALUE * bits(0, biased[0])
+    assert (lagrangian <= (scaled - plain) ** 2 + 0.5 * BIT_VALUE * bits(0, plain[0]) + 1e-6).all()
+    for j in range(2):
+        chunks = model.entropy.encode(biased[:, j].numpy(), level)
+        assert np.array_equal(model.entropy.decode(chunks, (8, 6, 5)), biased[:, j].numpy())
+
+
+def test_sparse_tables_price_no_choice(tiny_sparse):
+    """A significance-coded value's bits depend on its neighbours: the sparse model rounds."""
+    import copy
+
+    model = copy.deepcopy(tiny_sparse.model)
+    latent = torch.randn(1, 8, 4, 4, generator=torch.Generator().manual_seed(1)) * 3
+    plain = model.symbols(latent, 1)
+    model.config.rate_bias = 0.5
+    assert model.rate_cost(1) is None and np.array_equal(model.symbols(latent, 1), plain)
+
+
 def test_tables_refuse_mismatched_arrays():
     with pytest.raises(ValueError):
         FactorizedTables(np.ones((2, 3, 5), np.int32), np.zeros((2, 4), np.int32))
@@ -136,7 +173,8 @@ def test_a_run_with_a_lower_rung_keeps_the_trained_levels(tmp_path, tiny_vae, ca
     they code every image exactly as before; the new one starts beyond them."""
     out = train_from(tmp_path, tiny_vae.model, [
         "--name", "low", "--bottleneck", "vae", "--channels", "8", "--latent", "8",
-        "--lambdas", "0.0002,0.001,0.01,0.05,0.2", "--steps", "500", "--warmup", "500"])
+        "--lambdas", "0.0002,0.001,0.01,0.05,0.2", "--steps", "500", "--warmup", "500",
+        "--rate-bias", "0"])  # plain rounding, as the file it starts from
     assert "adopting the levels" in capsys.readouterr().out
     new, old = load(out / "low.safetensors").model, tiny_vae.model
     assert torch.equal(new.bottleneck.gain[1:], old.bottleneck.gain)

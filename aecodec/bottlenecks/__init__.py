@@ -31,11 +31,13 @@ class BottleneckOutput:
 
 
 RateCost = Callable[[int, "torch.Tensor | None"], torch.Tensor]
-"""``cost(section, previous_symbols)`` -> (N, alphabet) penalty, or one (alphabet,) row for all
-positions, added to each choice's distortion when encoding section ``section``
-(previous_symbols: the flat symbols of the section before at the same N positions, or None):
-a dimensionless bias times its code length in bits, for entropy-constrained quantization. The
-bottleneck turns bits into its own distortion units (the RVQ: ``ResidualVQ.bit_value``)."""
+"""``cost(section, symbols)`` -> a dimensionless bias times code lengths in bits under the
+model's tables, added to each choice's distortion when encoding section ``section``
+(entropy-constrained quantization; the bottleneck turns bits into its own distortion units).
+Its entropy model says what ``symbols`` are: for the RVQ's index tables, the flat symbols of the
+section before at the same N positions (None for the first), and the penalty is (N, alphabet),
+or one (alphabet,) row for all positions, over every code; for a factorized prior (the VAE's),
+candidate values (B, C, h, w), and the penalty is one per value."""
 
 
 class EntropyModel(Protocol):
@@ -45,6 +47,7 @@ class EntropyModel(Protocol):
     def constrain(self, symbols: np.ndarray, level: int) -> np.ndarray: ...
     def encode(self, symbols: np.ndarray, level: int) -> list[bytes]: ...
     def level_of(self, chunks: list[bytes]) -> int: ...
+    def rate_cost(self, level: int, bias: float) -> RateCost | None: ...
     def decode(self, chunks: list[bytes], shape: tuple[int, ...]) -> np.ndarray: ...
 
 
