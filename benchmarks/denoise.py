@@ -56,21 +56,29 @@ def curve(clean: list[Image.Image], inputs: list[Image.Image], points, code) -> 
 def run(dataset: Path, models: list[str]) -> dict:
     files = sorted(dataset.glob("*.png"))
     clean = [Image.open(f).convert("RGB") for f in files]
-    codecs = [aecodec.load(m) for m in models]
-    result: dict = {"images": len(files), "models": {c.name: c.fingerprint.hex() for c in codecs}, "sigmas": {}}
+    codecs = dict(zip(_labels(loaded := [aecodec.load(m) for m in models]), loaded))
+    result: dict = {"images": len(files), "models": {label: c.fingerprint.hex() for label, c in codecs.items()},
+                    "sigmas": {}}
     for sigma in SIGMAS:
         inputs = [noisy(img, sigma, 1000 * sigma + i) for i, img in enumerate(clean)]
         curves: dict[str, list[tuple[float, float]]] = {}
-        for c in codecs:
+        for label, c in codecs.items():
             def code(x: Image.Image, q: int, c=c) -> tuple[int, Image.Image]:
                 data = c.compress(x, q)
                 return len(data), c.decompress(data)
-            curves[c.name] = curve(clean, inputs, c.quality_levels, code)
-            print(f"sigma {sigma}: {c.name} done", file=sys.stderr)
+            curves[label] = curve(clean, inputs, c.quality_levels, code)
+            print(f"sigma {sigma}: {label} done", file=sys.stderr)
         curves["JPEG 4:2:0"] = curve(clean, inputs, range(5, 100, 5), _jpeg)
         result["sigmas"][sigma] = {"input_psnr": float(np.mean([psnr(c, x) for c, x in zip(clean, inputs)])),
                                    "curves": curves}
     return result
+
+
+def _labels(codecs: list[aecodec.Codec]) -> list[str]:
+    """Each model's name, with its fingerprint where two share a name (a candidate file beside
+    the shipped model it would replace), so neither curve overwrites the other."""
+    names = [c.name for c in codecs]
+    return [c.name if names.count(c.name) == 1 else f"{c.name} {c.fingerprint.hex()[:8]}" for c in codecs]
 
 
 def markdown(result: dict) -> str:
