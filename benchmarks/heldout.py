@@ -20,7 +20,7 @@ from PIL import Image
 import aecodec
 from aecodec.bd import bd_rate
 from aecodec.model import AutoEncoder, ModelConfig
-from aecodec.train import IMAGE_SUFFIXES, TrainConfig, validate
+from aecodec.train import IMAGE_SUFFIXES, TrainConfig, held_out_views, validate
 
 from .kodak_roundtrip import jpeg_curve, script
 
@@ -38,10 +38,11 @@ def load_model(model: str) -> AutoEncoder:
 
 
 def views(dataset: Path) -> dict[str, list[Image.Image]]:
+    """The held-out views export chooses the rate bias on (``aecodec.train.held_out_views``)."""
     files = sorted(p for p in dataset.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)[-HELD_OUT:]
-    images = [Image.open(f).convert("RGB") for f in files]
-    return {"512x512 corners": [im.crop((0, 0, 512, 512)) for im in images],
-            "whole, downscaled by 2": [im.resize((im.width // 2, im.height // 2), Image.LANCZOS) for im in images]}
+    images = [torch.from_numpy(np.array(Image.open(f).convert("RGB"))).permute(2, 0, 1) for f in files]
+    return {name: [Image.fromarray(v.permute(1, 2, 0).numpy()) for v in view]
+            for name, view in held_out_views(images).items()}
 
 
 def run(dataset: Path, model: str) -> dict:

@@ -9,7 +9,7 @@ import torch
 
 from aecodec.cli import main
 from aecodec.codec import load
-from aecodec.train import RATE_BIASES
+from aecodec.train import RATE_BIASES, held_out_views
 
 from .conftest import smooth_image
 
@@ -36,6 +36,7 @@ def test_train_resume_and_export(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "resumed from" in printed
     assert all(f"rate bias {b:g}: BD-rate" in printed for b in RATE_BIASES)
+    assert "512x512 corners: 0 +0.0%" in printed and "whole, downscaled by 2: 0 +0.0%" in printed
     summary = json.loads((out / "summary.json").read_text())
     assert summary["steps"] == 8 and len(summary["validation"]) == 4
     codec = load(out / "rvq.safetensors")
@@ -153,3 +154,12 @@ def test_a_frozen_bottleneck_run_moves_both_transforms_only(tmp_path):
     assert bottleneck and all(torch.equal(before[k], after[k]) for k in bottleneck)
     for part in ("analysis.", "synthesis."):
         assert any(not torch.equal(before[k], after[k]) for k in before if k.startswith(part))
+
+
+def test_held_out_views_are_corners_and_halved_wholes():
+    images = [torch.randint(0, 256, (3, 600, 700), dtype=torch.uint8), torch.randint(0, 256, (3, 81, 90), dtype=torch.uint8)]
+    views = held_out_views(images)
+    assert [v.shape for v in views["512x512 corners"]] == [(3, 512, 512), (3, 81, 90)]
+    assert [v.shape for v in views["whole, downscaled by 2"]] == [(3, 300, 350), (3, 40, 45)]
+    assert torch.equal(views["512x512 corners"][0], images[0][:, :512, :512])
+    assert all(v.dtype == torch.uint8 for view in views.values() for v in view)
