@@ -382,9 +382,9 @@ def choose_rate_bias(model: AutoEncoder, views: dict[str, list[torch.Tensor]], d
             model.config.rate_bias = bias
             rows = validate(model, images, device)
             curves.append(([r["bpp"] for r in rows], [r["psnr"] for r in rows]))
-        for i, c in enumerate(curves):
-            scores[i] += bd_rate(*curves[0], *c)
-        print(f"{name}: " + "  ".join(f"{b:g} {100 * bd_rate(*curves[0], *c):+.1f}%" for b, c in zip(candidates, curves)))
+        gains = [bd_rate(*curves[0], *c) for c in curves]
+        scores = [total + gain for total, gain in zip(scores, gains)]
+        print(f"{name}: " + "  ".join(f"{b:g} {100 * g:+.1f}%" for b, g in zip(candidates, gains)))
     model.config.rate_bias = 0.0
     for bias, score in zip(candidates, scores):
         print(f"rate bias {bias:g}: BD-rate {100 * score:+.1f}% against plain encoding (held-out views, summed)")
