@@ -203,7 +203,8 @@ def _train(args: argparse.Namespace) -> None:
         bottleneck_args = {"stages": args.stages, "codebook_size": args.codebook_size}
         default_qualities = ModelConfig().qualities
     qualities = [int(q) for q in args.qualities.split(",")] if args.qualities else default_qualities
-    mcfg = ModelConfig(name=args.name or args.bottleneck, bottleneck=args.bottleneck, channels=args.channels, latent=args.latent,
+    mcfg = ModelConfig(name=args.name or args.bottleneck, bottleneck=args.bottleneck, transform=args.transform,
+                       channels=args.channels, latent=args.latent,
                        bottleneck_args=bottleneck_args,
                        qualities=qualities, default_quality=min(args.default_quality, len(qualities)))
     train(cfg, mcfg, resume=args.resume, init=args.init, name=args.name)
@@ -294,6 +295,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr-warmup", type=int, default=300,
                    help="steps of linear learning-rate warm-up when the optimiser starts cold (new run or --init)")
     p.add_argument("--warmup", type=int, default=500)
+    p.add_argument("--transform", default="gdn",
+                   help="gdn: the GDN stack alone; lapped: a KLT-initialised linear lapped transform plus the GDN stack as a residual")
     p.add_argument("--channels", type=int, default=96)
     p.add_argument("--latent", type=int, default=96)
     p.add_argument("--stages", type=int, default=32, help="rvq: quantizer stages")

@@ -29,6 +29,8 @@ def grow(old: AutoEncoder, latent: int, crops: torch.Tensor, seed: int = 0) -> A
     from which the bottleneck initialises the new channels."""
     if latent <= old.config.latent:
         raise ModelError(f"cannot grow a latent of {old.config.latent} channels to {latent}")
+    if old.config.transform != "gdn":
+        raise ModelError(f"only the gdn transform can grow its latent, not {old.config.transform}")
     if not hasattr(old.bottleneck, "grow"):
         raise ModelError(f"the {old.config.bottleneck} bottleneck cannot grow its latent")
     generator = torch.Generator().manual_seed(seed)

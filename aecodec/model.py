@@ -16,16 +16,20 @@ from safetensors.torch import save as st_save
 from torch import nn
 
 from . import bottlenecks
+from .bitstream import valid_model_id
 from .bottlenecks import EntropyModel, RateCost
 from .errors import ModelError
 from .imageio import write_atomic
-from .transforms import Analysis, Synthesis
+from .transforms import TRANSFORMS
 
 
 @dataclass
 class ModelConfig:
     name: str = "rvq"
     bottleneck: str = "rvq"
+    transform: str = "gdn"
+    """The analysis/synthesis pair (``transforms.TRANSFORMS``): "gdn", the plain GDN stack of
+    the first models, or "lapped", a linear lapped transform with the GDN stack beside it."""
     channels: int = 64
     latent: int = 64
     bottleneck_args: dict = field(default_factory=lambda: {"stages": 32, "codebook_size": 256})
@@ -44,19 +48,24 @@ class ModelConfig:
             raise ModelError(f"quality levels {self.qualities} must be increasing rate levels from 1")
         if not 1 <= self.default_quality <= len(self.qualities):
             raise ModelError(f"default quality {self.default_quality} is not a quality level")
+        if not valid_model_id(self.name):
+            raise ModelError(f"model name {self.name!r} must be 1-32 of a-z, 0-9, '_' and '-', starting with a letter or digit")
+        if self.transform not in TRANSFORMS:
+            raise ModelError(f"unknown transform {self.transform!r} (known: {', '.join(TRANSFORMS)})")
 
 
 class AutoEncoder(nn.Module):
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
         self.config = config
-        self.analysis = Analysis(config.channels, config.latent)
+        analysis, synthesis = TRANSFORMS[config.transform]
+        self.analysis = analysis(config.channels, config.latent)
         self.bottleneck = bottlenecks.create(
             config.bottleneck, dim=config.latent, **config.bottleneck_args
         )
         if config.qualities[-1] > self.bottleneck.levels:
             raise ModelError(f"quality levels {config.qualities} exceed the bottleneck's {self.bottleneck.levels} levels")
-        self.synthesis = Synthesis(config.channels, config.latent)
+        self.synthesis = synthesis(config.channels, config.latent)
         self.entropy: EntropyModel | None = None
         self.fingerprint: bytes = b""  # set when loaded from bytes: identifies weights + tables
 

@@ -17,6 +17,7 @@ import functools
 import io
 import json
 import math
+import pickle
 import random
 import time
 from collections.abc import Callable
@@ -32,7 +33,7 @@ from .bd import bd_rate
 from .grow import grow
 from .imageio import open_image, pad_to_stride, to_planes, write_atomic
 from .model import AutoEncoder, ModelConfig
-from .transforms import STRIDE
+from .transforms import STRIDE, block_klt
 
 BOTTLENECK_LR_SCALE = 10.0
 """Learning-rate multiplier of the bottleneck parameters it names in ``lr_scale`` (the VAE's
@@ -42,6 +43,10 @@ log-gain by only about lr per step."""
 INIT_CROPS = 512
 """Training crops whose latents initialise the bottleneck: 32768 positions at 128 x 128, 128
 per code of a 256-code RVQ stage (k-means on a quarter of that fits its sample)."""
+
+KLT_CROPS = 2048
+"""Training crops whose 16x16 blocks a new linear path's KLT is fitted to: 131072 blocks at
+128 x 128, about 170 per coefficient of a 768-coefficient block."""
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".ppm"}
 
@@ -204,7 +209,7 @@ def validate(model: AutoEncoder, images: list[torch.Tensor], device: torch.devic
             x = img[None].float().div(255)
             sym = model.symbols(lat, level)
             x_hat = model.synthesis(model.bottleneck.decode(sym, level).to(device)).cpu()[..., : x.shape[2], : x.shape[3]]
-            mse.append(torch.mean((x_hat.clamp(0, 1) - x) ** 2))
+            mse.append(torch.mean((x_hat.clamp(0, 1).mul(255).round().div(255) - x) ** 2))  # what an 8-bit file holds
             pixels += x.shape[2] * x.shape[3]
             bits += 8 * sum(len(c) for c in model.entropy.encode(sym[:, 0], level))
         rows.append({"quality": q, "level": level, "bpp": bits / pixels, "psnr": float(psnr(torch.stack(mse)).mean())})
@@ -223,6 +228,16 @@ def _save_checkpoint(path: Path, model: AutoEncoder, opt: torch.optim.Optimizer,
                 "model_config": asdict(model.config), "train_config": asdict(cfg),
                 "elapsed": elapsed}, buf)
     write_atomic(path, buf.getvalue())
+
+
+def load_checkpoint(path: Path) -> dict:
+    """A checkpoint's tensors and plain state, read without unpickling arbitrary objects
+    (``weights_only``): a checkpoint from elsewhere cannot run code when resumed."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
+        raise SystemExit(f"{path}: not a checkpoint that can be loaded safely ({reason})") from None
 
 
 def train(cfg: TrainConfig, model_config: ModelConfig, resume: bool = False,
@@ -246,7 +261,7 @@ def train(cfg: TrainConfig, model_config: ModelConfig, resume: bool = False,
     step, elapsed = 0, 0.0
     state = None
     if resume and ckpt_path.exists():
-        state = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+        state = load_checkpoint(ckpt_path)
         model_config = ModelConfig(**(state["model_config"] | ({"name": name} if name else {})))
     model = AutoEncoder(model_config).to(device)
     if cfg.decoder_only:
@@ -266,6 +281,11 @@ def train(cfg: TrainConfig, model_config: ModelConfig, resume: bool = False,
         torch.set_rng_state(state["torch_rng"])
         print(f"resumed from {ckpt_path} at step {step}")
     new_bottleneck = True
+    if state is None and init is None and hasattr(model.analysis, "initialise"):
+        with torch.no_grad():  # a linear path starts as the KLT of the training crops' blocks
+            basis, mean = block_klt(random_crops(train_imgs, KLT_CROPS, cfg.crop, rng, cfg.min_scale), model_config.latent)
+            model.analysis.initialise(basis.to(device), mean.to(device))
+            model.synthesis.initialise(basis.to(device), mean.to(device))
     if state is None and init is not None:  # continue from a trained model, not from scratch
         # another bottleneck takes the transforms, and whatever bottleneck state has the same
         # names and shapes (a sparse model grown from a VAE keeps its gains and prior)

@@ -76,6 +76,11 @@ class Bottleneck(Protocol):
         """Symbols (sections, B, *symbol_shape) at ``level`` -> latent (B, C, h, w)."""
         ...
 
+    def unquantized(self, latent: torch.Tensor) -> torch.Tensor:
+        """Latent (B, C, h, w) through the finest level's maps with no quantization: what the
+        decoder would get from a perfect quantizer, so synthesis of it is the transforms' ceiling."""
+        ...
+
     def symbol_shape(self, h: int, w: int) -> tuple[int, ...]:
         """Shape of one section's symbols for a latent grid of h x w."""
         ...

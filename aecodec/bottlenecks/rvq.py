@@ -202,6 +202,13 @@ class ResidualVQ(nn.Module):
             latent += self.codebooks[s][idx[s]]
         return rearrange(self._from_space(latent), "(b h w) c -> b c h w", b=b, h=h, w=w)
 
+    @torch.no_grad()
+    def unquantized(self, latent: torch.Tensor) -> torch.Tensor:
+        """The latent through the coding space and back with no codes: the ceiling's path."""
+        flat = rearrange(latent.float(), "b c h w -> (b h w) c")
+        b, _, h, w = latent.shape
+        return rearrange(self._from_space(self._to_space(flat)), "(b h w) c -> b c h w", b=b, h=h, w=w)
+
     def symbol_shape(self, h: int, w: int) -> tuple[int, ...]:
         return (h, w)
 

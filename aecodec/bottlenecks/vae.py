@@ -214,6 +214,13 @@ class GainedVAE(nn.Module):
         values = torch.from_numpy(symbols[0].astype(np.float32))
         return self._unrotate(values * self.inverse_gain[level - 1].exp()[:, None, None])
 
+    @torch.no_grad()
+    def unquantized(self, latent: torch.Tensor) -> torch.Tensor:
+        """The latent through the finest level's maps with no rounding: the ceiling's path."""
+        level = self.levels - 1
+        z = self._rotate(latent.float()) * (self.gain[level] + self.inverse_gain[level]).exp()[:, None, None]
+        return self._unrotate(z)
+
     def symbol_shape(self, h: int, w: int) -> tuple[int, ...]:
         return (self.dim, h, w)
 
