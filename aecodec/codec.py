@@ -8,6 +8,7 @@ from __future__ import annotations
 import bisect
 import functools
 import math
+import warnings
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -17,12 +18,12 @@ import numpy as np
 import torch
 from PIL import Image
 
-from . import bitstream, refine
+from . import bitstream, imageio, refine
 from .errors import FormatError, ModelError, UsageError
 from .imageio import Planes, colour_of, from_planes, pad_to_stride, to_planes
 from .metrics import psnr_arrays
 from .model import AutoEncoder
-from .transforms import STRIDE, analyse, synthesise
+from .transforms import STRIDE, TILE, analyse, synthesise
 
 WEIGHTS = Path(__file__).parent / "weights"
 SAMPLE = Path(__file__).parent / "data" / "sample.png"
@@ -47,9 +48,15 @@ def load(model: str | Path = DEFAULT_MODEL) -> Codec:
         if not path.is_file():
             raise ModelError(f"{path}: no such model file")
         return Codec(AutoEncoder.load(path))
-    if str(model) not in available_models():
-        raise ModelError(f"unknown model {model!r} (installed: {', '.join(available_models()) or 'none'})")
-    return _load_shipped(str(model))
+    return installed(str(model))
+
+
+def installed(name: str) -> Codec:
+    """The shipped model ``name``: what a file's header may name. Never a path, so a file
+    cannot make the decoder load a model file planted beside it."""
+    if name not in available_models():
+        raise ModelError(f"unknown model {name!r} (installed: {', '.join(available_models()) or 'none'})")
+    return _load_shipped(name)
 
 
 @dataclass
@@ -129,23 +136,29 @@ class Codec:
         more than ``refine // 2`` (1 is lossless on the encoding machine)."""
         self.check_target(quality, refine)
         level = self.level_for(quality)
-        planes = [to_planes(img) for img in images]
-        out: list[bytes | None] = [None] * len(planes)
-        for idx in _batches(planes, lambda p: _padded(p.rgb.shape[-2:]), batch_size):
-            group = [planes[i] for i in idx]
+        out: list[bytes | None] = [None] * len(images)
+        for idx in _batches(images, lambda img: (_padded(img.size[::-1]),), batch_size):
+            group = [to_planes(images[i]) for i in idx]  # converted a batch at a time
             x = pad_to_stride(torch.stack([p.rgb for p in group]), STRIDE)
             symbols = self.model.symbols(analyse(self.model.analysis, x), level)
             bases = self._reconstruct(symbols, level, group) if refine else [None] * len(idx)
             for j, (i, p) in enumerate(zip(idx, group)):
                 sections = self.model.entropy.encode(symbols[:, j], level)
-                out[i] = self._container(p, sections, _refinement(p, bases[j], refine))
+                out[i] = self._container(p, sections, bases[j], refine)
         return out  # type: ignore[return-value]
 
-    def _container(self, p: Planes, sections: list[bytes], refinement: bytes | None = None) -> bytes:
+    def _container(self, p: Planes, sections: list[bytes], base: np.ndarray | None = None,
+                   step: int | None = None) -> bytes:
+        """The file of ``sections``, with a refinement layer of ``step`` over ``base`` (the
+        decoded colour planes) and the checksum of the refined pixels, if a step is given."""
         header = bitstream.Header(self.name, self.fingerprint, p.width, p.height,
                                   p.mode, len(sections))
         alpha = bitstream.pack_alpha(p.alpha) if p.alpha is not None else None
-        return bitstream.write(bitstream.AecFile(header, sections, alpha, refinement))
+        refinement = checksum = None
+        if step is not None:
+            q = refine.quantize(p.colour, base, step)
+            refinement, checksum = refine.encode(q, step), bitstream.pixels_crc(refine.apply(base, q, step))
+        return bitstream.write(bitstream.AecFile(header, sections, alpha, refinement, checksum, p.icc, p.exif))
 
     def _reconstruct(self, symbols: np.ndarray, level: int,
                      planes: Sequence[Planes | bitstream.Header]) -> list[np.ndarray]:
@@ -169,7 +182,7 @@ class Codec:
         steps = range(1, 256)
 
         def file(n: int, step: int | None = None) -> bytes:
-            return self._container(p, sections(n), _refinement(p, base(n), step))
+            return self._container(p, sections(n), base(n) if step else None, step)
 
         if bpp is not None:
             fits = lambda f: 8 * len(f) <= bpp * p.width * p.height
@@ -207,26 +220,31 @@ class Codec:
                 raise UsageError(f"cannot decode {stages} stages")
             files = [f if stages >= f.header.sections else bitstream.first_stages(f, stages) for f in files]
         levels = [self.model.entropy.level_of(f.sections) for f in files]
-        symbols = [self._symbols(f) for f in files]
-        residuals = [_residual(f) for f in files]  # decoded before the network: junk fails fast
         out: list[Image.Image | None] = [None] * len(files)
         key = lambda i: (_padded((files[i].header.height, files[i].header.width)), levels[i])
         for idx in _batches(range(len(files)), key, batch_size):
-            colours = self._reconstruct(np.stack([symbols[i] for i in idx], axis=1), levels[idx[0]],
-                                        [files[i].header for i in idx])
+            # symbols and residuals are decoded a batch at a time, so memory follows the batch
+            symbols = np.stack([self._symbols(files[i]) for i in idx], axis=1)
+            colours = self._reconstruct(symbols, levels[idx[0]], [files[i].header for i in idx])
+            del symbols
             for colour, i in zip(colours, idx):
                 h = files[i].header
-                if residuals[i] is not None:
-                    colour = refine.apply(colour, residuals[i][1], residuals[i][0])
+                residual = _residual(files[i])
+                if residual is not None:
+                    colour = refine.apply(colour, residual[1], residual[0])
+                    _check_exact(colour, files[i], residual[0])
                 alpha = None
                 if files[i].alpha is not None:
                     raw = bitstream.unpack_alpha(files[i].alpha, h.width, h.height)
                     alpha = np.frombuffer(raw, np.uint8).reshape(h.height, h.width)
-                out[i] = from_planes(colour, h.mode, alpha)
+                out[i] = from_planes(colour, h.mode, alpha, files[i].icc, files[i].exif)
         return out  # type: ignore[return-value]
 
     def _check(self, f: bitstream.AecFile) -> bitstream.AecFile:
         h = f.header
+        if h.width * h.height > imageio.MAX_DECODE_PIXELS:
+            raise FormatError(f"file asks for a {h.width}x{h.height} image, more than the decoding limit of "
+                              f"{imageio.MAX_DECODE_PIXELS} pixels (aecodec.imageio.MAX_DECODE_PIXELS)")
         if h.model != self.name:
             raise ModelError(f"file was encoded with model {h.model!r}, not {self.name!r}")
         if h.fingerprint != self.fingerprint:
@@ -252,6 +270,8 @@ class Codec:
         have = f.header.sections
         if (quality is None) == (bpp is None):
             raise UsageError("give exactly one target: quality or bpp")
+        if bpp is not None and 8 * len(data) <= bpp * f.header.width * f.header.height:
+            return data  # it fits as it is, refinement layer and all
         if self.model.bottleneck.sections == 1:
             raise UsageError(f"model {self.name} codes one section: its files cannot be truncated (re-encode instead)")
         if bpp is not None:
@@ -266,8 +286,20 @@ class Codec:
         return bitstream.write(bitstream.first_stages(f, want))
 
 
-def _refinement(p: Planes, base: np.ndarray | None, step: int | None) -> bytes | None:
-    return None if step is None else refine.encode(refine.quantize(p.colour, base, step), step)
+class InexactDecode(UserWarning):
+    """A refined file decoded to other pixels than on the machine that encoded it."""
+
+
+def _check_exact(colour: np.ndarray, f: bitstream.AecFile, step: int) -> None:
+    """Compare refined pixels with the encoder's checksum: a lossless request (step 1) that
+    this machine's float arithmetic cannot honour is an error, a lossy one a warning."""
+    if f.pixels_crc is None or bitstream.pixels_crc(colour) == f.pixels_crc:
+        return
+    what = ("is not exact on this machine: its network output differs from the encoder's "
+            "(another CPU, BLAS or torch), so the refined pixels differ from those it was made with")
+    if step == 1:
+        raise ModelError(f"lossless file {what}")
+    warnings.warn(f"refined file {what}", InexactDecode, stacklevel=4)
 
 
 def _residual(f: bitstream.AecFile) -> tuple[int, np.ndarray] | None:
@@ -282,14 +314,23 @@ def _padded(size: Iterable[int]) -> tuple[int, int]:
     return (h + STRIDE - 1) // STRIDE * STRIDE, (w + STRIDE - 1) // STRIDE * STRIDE
 
 
+BATCH_PIXELS = TILE * TILE // 2
+"""Most padded pixels one batch puts through the network (half a tile: one Kodak-sized image,
+or many thumbnails), whatever ``batch_size`` says, so peak memory depends on the image size and
+not on how many images a call is given (benchmarks/batch_memory.py). Raise it on a GPU."""
+
+
 def _batches(items: Sequence, key, batch_size: int) -> Iterable[list[int]]:
-    """Indices of ``items`` grouped by ``key`` (same tensor shape), at most batch_size each."""
+    """Indices of ``items`` grouped by ``key``, a tuple whose first entry is the padded (h, w),
+    at most batch_size each and at most BATCH_PIXELS in all (but at least one image)."""
     groups: dict = defaultdict(list)
     for i, item in enumerate(items):
         groups[key(item)].append(i)
-    for idx in groups.values():
-        for start in range(0, len(idx), batch_size):
-            yield idx[start : start + batch_size]
+    for k, idx in groups.items():
+        h, w = k[0]
+        size = max(1, min(batch_size, BATCH_PIXELS // (h * w)))
+        for start in range(0, len(idx), size):
+            yield idx[start : start + size]
 
 
 def info(data: bytes, codec: Codec | None = None) -> Info:
@@ -298,7 +339,7 @@ def info(data: bytes, codec: Codec | None = None) -> Info:
     h = f.header
     level = quality = None
     try:
-        c = codec or load(h.model)
+        c = codec or installed(h.model)
         level = c.model.entropy.level_of(f.sections)
         quality = c.quality_of(level)
     except (ModelError, FormatError):
@@ -313,4 +354,5 @@ def decompress(data: bytes) -> Image.Image:
 
 
 def codec_for(data: bytes) -> Codec:
-    return load(bitstream.read(data).header.model)
+    """The installed model a file's header names."""
+    return installed(bitstream.read(data).header.model)

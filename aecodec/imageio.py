@@ -3,6 +3,7 @@ caller's mode, and writing files atomically so that no reader ever sees a partia
 
 from __future__ import annotations
 
+import errno
 import io
 import os
 import tempfile
@@ -19,6 +20,11 @@ from .errors import ImageError, OutputError, UsageError, reading
 
 MAX_PIXELS = 1 << 26
 """Largest image (width * height) the codec reads or decodes, ~67 MP; raise it knowingly."""
+
+MAX_DECODE_PIXELS = 1 << 25
+"""Largest image (width * height) a file may ask the decoder for, ~33.5 MP, as Pillow's
+MAX_IMAGE_PIXELS: a file of a few hundred bytes can name a size that takes gigabytes to decode.
+Raise it (up to MAX_PIXELS) to decode larger files knowingly."""
 
 MODES = ("L", "LA", "RGB", "RGBA")
 """Modes stored natively; the index in this tuple is the mode byte of the .aec header."""
@@ -37,6 +43,8 @@ class Planes:
     colour: np.ndarray  # (C, H, W) uint8: 1 plane for L/LA, 3 for RGB/RGBA
     mode: str  # one of MODES
     alpha: np.ndarray | None  # (H, W) uint8 for LA/RGBA
+    icc: bytes | None = None  # ICC colour profile: without it a Display-P3 photo decodes in sRGB's colours
+    exif: bytes | None = None  # EXIF block (orientation already applied by open_image)
 
     @property
     def height(self) -> int:
@@ -77,7 +85,9 @@ def _to_native(img: Image.Image) -> Image.Image:
         return img
     if mode in ("I;16", "I;16L", "I;16B", "I;16N", "I", "F"):
         arr = np.asarray(img, dtype=np.float64)
-        if mode != "F":
+        if mode == "F":
+            arr = _float_levels(arr)
+        else:
             arr = arr / 257.0 if mode.startswith("I;16") or arr.max(initial=0) > 255 else arr
         out = Image.fromarray(np.clip(np.rint(arr), 0, 255).astype(np.uint8), "L")
         warnings.warn(f"{mode} image converted to 8-bit grayscale (L)", ConversionNote, stacklevel=3)
@@ -93,8 +103,23 @@ def _to_native(img: Image.Image) -> Image.Image:
     return img.convert(target)
 
 
+def _float_levels(arr: np.ndarray) -> np.ndarray:
+    """A float image's samples as 8-bit levels: [0, 1] is scaled by 255 (what float images
+    from NumPy and tifffile mostly hold; rounding it directly would give a black image), [0,
+    255] is taken as levels; anything else has no agreed meaning and is refused."""
+    if not np.isfinite(arr).all():
+        raise ImageError("mode F image has NaN or infinite samples")
+    low, high = float(arr.min(initial=0)), float(arr.max(initial=0))
+    if low >= 0 and high <= 1:
+        return arr * 255
+    if low >= 0 and high <= 255:
+        return arr
+    raise ImageError(f"mode F image has samples in [{low:g}, {high:g}]: expected [0, 1] or [0, 255]")
+
+
 def to_planes(img: Image.Image) -> Planes:
     check_size(*img.size, "image")
+    icc, exif = img.info.get("icc_profile") or None, img.info.get("exif") or None
     img = _to_native(img)
     arr = np.array(img, dtype=np.uint8)
     if arr.ndim == 2:
@@ -102,7 +127,8 @@ def to_planes(img: Image.Image) -> Planes:
     alpha = np.ascontiguousarray(arr[:, :, -1]) if img.mode in ("LA", "RGBA") else None
     colour = np.ascontiguousarray(arr[:, :, :1] if img.mode in ("L", "LA") else arr[:, :, :3])
     rgb = torch.from_numpy(colour).permute(2, 0, 1).float().expand(3, -1, -1) / 255.0
-    return Planes(rgb, colour.transpose(2, 0, 1), img.mode, alpha)
+    return Planes(rgb, colour.transpose(2, 0, 1), img.mode, alpha,
+                  icc if isinstance(icc, bytes) else None, exif if isinstance(exif, bytes) else None)
 
 
 def colour_of(rgb: torch.Tensor, mode: str) -> np.ndarray:
@@ -114,13 +140,18 @@ def colour_of(rgb: torch.Tensor, mode: str) -> np.ndarray:
     return arr.transpose(2, 0, 1)
 
 
-def from_planes(colour: np.ndarray, mode: str, alpha: np.ndarray | None) -> Image.Image:
-    """Colour planes (C, H, W) uint8 and alpha -> Pillow image in ``mode``."""
+def from_planes(colour: np.ndarray, mode: str, alpha: np.ndarray | None,
+                icc: bytes | None = None, exif: bytes | None = None) -> Image.Image:
+    """Colour planes (C, H, W) uint8, alpha and metadata -> Pillow image in ``mode``."""
     arr = np.ascontiguousarray(colour.transpose(1, 2, 0))
     img = Image.fromarray(arr[:, :, 0], "L") if len(colour) == 1 else Image.fromarray(arr, "RGB")
     if alpha is not None:
         img = img.convert(mode)
         img.putalpha(Image.fromarray(alpha, "L"))
+    if icc:
+        img.info["icc_profile"] = icc
+    if exif:
+        img.info["exif"] = exif
     return img
 
 
@@ -136,8 +167,8 @@ def pad_to_stride(x: torch.Tensor, stride: int) -> torch.Tensor:
 def write_atomic(path: Path, data: bytes, overwrite: bool = True) -> None:
     """Write to a temporary file beside ``path``, then move it into place in one step.
 
-    With ``overwrite=False`` the final step is a hard link, which fails if ``path`` exists,
-    so a file that appeared meanwhile is never clobbered.
+    With ``overwrite=False`` the final step fails if ``path`` exists (``_move_new``), so a
+    file that appeared meanwhile is never clobbered.
     """
     path = Path(path)
     try:
@@ -155,7 +186,7 @@ def write_atomic(path: Path, data: bytes, overwrite: bool = True) -> None:
         if overwrite:
             os.replace(tmp, path)
         else:
-            os.link(tmp, path)
+            _move_new(tmp, path)
     except FileExistsError:
         raise UsageError(f"{path}: exists (use --force to overwrite)") from None
     except OSError as exc:
@@ -163,6 +194,26 @@ def write_atomic(path: Path, data: bytes, overwrite: bool = True) -> None:
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+_NO_LINKS = {errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EMLINK, errno.ENOSYS, errno.EXDEV, errno.EACCES}
+"""How link() fails on file systems without hard links (exFAT, FAT, some SMB and FUSE mounts)."""
+
+
+def _move_new(tmp: str, path: Path) -> None:
+    """Move ``tmp`` to ``path`` unless ``path`` exists (FileExistsError), without a window in
+    which another writer's file could be replaced. A hard link does it in one step; where the
+    file system has none, creating ``path`` exclusively claims the name (an empty file, for the
+    moment it takes), and the rename then replaces only that claim."""
+    try:
+        os.link(tmp, path)
+    except FileExistsError:
+        raise
+    except OSError as exc:
+        if exc.errno not in _NO_LINKS:
+            raise
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        os.replace(tmp, path)
 
 
 def output_format(path: Path) -> str:
@@ -186,8 +237,9 @@ def image_bytes(img: Image.Image, path: Path) -> bytes:
     """Encode ``img`` in the format the extension of ``path`` names."""
     fmt = output_format(path)
     buf = io.BytesIO()
+    metadata = {k: img.info[k] for k in ("icc_profile", "exif") if img.info.get(k)}  # PNG, JPEG, WebP, TIFF keep them
     try:
-        img.save(buf, format=fmt)
+        img.save(buf, format=fmt, **metadata)
     except (OSError, ValueError, KeyError) as exc:
         raise UsageError(f"{path}: cannot store a {img.mode} image as {fmt} ({exc})") from None
     return buf.getvalue()

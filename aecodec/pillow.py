@@ -32,7 +32,11 @@ class AecImageFile(ImageFile.ImageFile):
 
     def _open(self) -> None:
         self._aec = self.fp.read()
-        header = bitstream.read(self._aec).header  # FormatError (a ValueError to Pillow) if bad
+        parsed = bitstream.read(self._aec)  # FormatError (a ValueError to Pillow) if bad
+        header = parsed.header
+        for key, value in (("icc_profile", parsed.icc), ("exif", parsed.exif)):
+            if value:
+                self.info[key] = value
         self._size = (header.width, header.height)
         self._mode = header.mode
         self.info["aec_model"] = header.model

@@ -20,7 +20,7 @@ from PIL import Image
 import aecodec
 from aecodec.bd import bd_rate
 from aecodec.model import AutoEncoder, ModelConfig
-from aecodec.train import IMAGE_SUFFIXES, TrainConfig, held_out_views, validate
+from aecodec.train import IMAGE_SUFFIXES, TrainConfig, held_out_views, load_checkpoint, validate
 
 from .kodak_roundtrip import jpeg_curve, script
 
@@ -30,7 +30,7 @@ HELD_OUT = TrainConfig.val_count
 def load_model(model: str) -> AutoEncoder:
     """A shipped model's name, an exported file, or a training checkpoint (.pt)."""
     if model.endswith(".pt"):
-        state = torch.load(model, map_location="cpu", weights_only=False)
+        state = load_checkpoint(Path(model))
         net = AutoEncoder(ModelConfig(**state["model_config"]))
         net.load_state_dict(state["model"])
         return net.eval()
