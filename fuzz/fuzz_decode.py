@@ -52,7 +52,9 @@ def structured(data: bytes) -> bytes:
     sections = [fdp.ConsumeBytes(fdp.ConsumeIntInRange(0, 64)) for _ in range(n)]
     alpha = fdp.ConsumeBytes(fdp.ConsumeIntInRange(0, 64)) if mode in ("LA", "RGBA") else None
     refinement = fdp.ConsumeBytes(fdp.ConsumeIntInRange(0, 256)) if fdp.ConsumeBool() else None
-    return bitstream.write(bitstream.AecFile(header, sections, alpha, refinement))
+    checksum = fdp.ConsumeIntInRange(0, 2**32 - 1) if refinement is not None and fdp.ConsumeBool() else None
+    icc, exif = (fdp.ConsumeBytes(fdp.ConsumeIntInRange(0, 64)) or None for _ in range(2))
+    return bitstream.write(bitstream.AecFile(header, sections, alpha, refinement, checksum, icc, exif))
 
 
 def one_input(data: bytes) -> None:
@@ -74,6 +76,8 @@ def seed(folder: Path) -> None:
             for q in codec.quality_levels:
                 (folder / f"seed-{name}-{i}-{q}.aec").write_bytes(codec.compress(image, q))
             (folder / f"seed-{name}-{i}-refined.aec").write_bytes(codec.compress(image, 2, refine=5))
+            image.info |= {"icc_profile": b"profile " * i, "exif": b"Exif\x00\x00" * i}
+            (folder / f"seed-{name}-{i}-metadata.aec").write_bytes(codec.compress(image, 2, refine=1))
 
 
 if __name__ == "__main__":
