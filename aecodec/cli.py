@@ -194,7 +194,7 @@ def _train(args: argparse.Namespace) -> None:
                       rate_bias=args.rate_bias, full_rate_fraction=args.full_rate_fraction, noise=args.noise,
                       min_scale=args.min_scale,
                       contractive=args.contractive, decoder_only=args.decoder_only,
-                      frozen_bottleneck=args.frozen_bottleneck)
+                      frozen_bottleneck=args.frozen_bottleneck, schedule=args.schedule)
     if args.bottleneck in ("vae", "sparse"):
         lambdas = [float(v) for v in args.lambdas.split(",")] if args.lambdas else list(LAMBDAS)
         bottleneck_args: dict = {"lambdas": lambdas} | ({"sparsity": args.sparsity} if args.bottleneck == "sparse" else {})
@@ -326,6 +326,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "images at export")
     p.add_argument("--val-count", type=int, default=4)
     p.add_argument("--checkpoint-minutes", type=float, default=5.0)
+    p.add_argument("--schedule", default="cosine", choices=["cosine", "plateau"],
+                   help="learning rate: cosine decay over --steps, or halved when the training loss stops improving")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")

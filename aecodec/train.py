@@ -101,6 +101,10 @@ class TrainConfig:
     val_count: int = 4
     """The last images of the folder (sorted by name) are held out for validation."""
     checkpoint_minutes: float = 5.0
+    schedule: str = "cosine"
+    """"cosine": lr falls from lr to lr/10 over ``steps``; "plateau": lr stays until the mean
+    training loss of a checkpoint interval stops improving (``Plateau``), then halves, so a run
+    can go on for as long as it gains without fixing its length in advance."""
     seed: int = 0
     device: str = "auto"
     threads: int = 0
@@ -220,13 +224,47 @@ def validate(model: AutoEncoder, images: list[torch.Tensor], device: torch.devic
     return rows
 
 
+@dataclass
+class Plateau:
+    """Learning-rate decay on a plateau of the training loss: at each checkpoint the interval's
+    mean loss is compared with the best interval's; after ``patience`` intervals without a gain
+    of ``min_gain`` (relative), the learning rate's factor halves, down to ``floor``. The
+    training loss, averaged over hundreds of steps, is what the run optimises; the held-out
+    images stay for model selection."""
+
+    factor: float = 1.0
+    best: float = math.inf
+    stale: int = 0
+    total: float = 0.0
+    count: int = 0
+    patience: int = 3
+    min_gain: float = 0.002
+    floor: float = 1 / 64
+
+    def observe(self, loss: float) -> None:
+        self.total, self.count = self.total + loss, self.count + 1
+
+    def end_interval(self) -> None:
+        if not self.count:
+            return
+        mean = self.total / self.count
+        self.total, self.count = 0.0, 0
+        if mean < self.best - self.min_gain * abs(self.best) or not math.isfinite(self.best):
+            self.best, self.stale = mean, 0
+        else:
+            self.stale += 1
+            if self.stale >= self.patience and self.factor > self.floor:
+                self.factor, self.stale = self.factor / 2, 0
+                tqdm.write(f"training loss flat for {self.patience} checkpoints: learning rate x{self.factor:g}")
+
+
 def _save_checkpoint(path: Path, model: AutoEncoder, opt: torch.optim.Optimizer, step: int,
-                     rng: random.Random, cfg: TrainConfig, elapsed: float) -> None:
+                     rng: random.Random, cfg: TrainConfig, elapsed: float, plateau: Plateau) -> None:
     buf = io.BytesIO()
     torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "step": step,
                 "rng": rng.getstate(), "torch_rng": torch.get_rng_state(),
                 "model_config": asdict(model.config), "train_config": asdict(cfg),
-                "elapsed": elapsed}, buf)
+                "elapsed": elapsed, "plateau": asdict(plateau)}, buf)
     write_atomic(path, buf.getvalue())
 
 
@@ -247,6 +285,8 @@ def train(cfg: TrainConfig, model_config: ModelConfig, resume: bool = False,
     under another name, e.g. a denoising model grown from the default model's run)."""
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
+    if cfg.schedule not in ("cosine", "plateau"):
+        raise SystemExit(f"unknown learning-rate schedule {cfg.schedule!r} (cosine or plateau)")
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     device = torch.device("cuda" if cfg.device == "auto" and torch.cuda.is_available() else
@@ -259,6 +299,7 @@ def train(cfg: TrainConfig, model_config: ModelConfig, resume: bool = False,
     val_imgs = views["512x512 corners"]
     ckpt_path = out / "checkpoint.pt"
     step, elapsed = 0, 0.0
+    plateau = Plateau()
     state = None
     if resume and ckpt_path.exists():
         state = load_checkpoint(ckpt_path)
@@ -277,6 +318,7 @@ def train(cfg: TrainConfig, model_config: ModelConfig, resume: bool = False,
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["opt"])
         step, elapsed = state["step"], state["elapsed"]
+        plateau = Plateau(**state.get("plateau", {}))
         rng.setstate(state["rng"])
         torch.set_rng_state(state["torch_rng"])
         print(f"resumed from {ckpt_path} at step {step}")
@@ -335,7 +377,10 @@ def train(cfg: TrainConfig, model_config: ModelConfig, resume: bool = False,
                                  for _ in range(INIT_CROPS // 64)])
             model.bottleneck.initialise(lat, seed=cfg.seed)
             model.bottleneck.to(device)
-        lr = cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * step / cfg.steps)))
+        if cfg.schedule == "plateau":
+            lr = cfg.lr * plateau.factor
+        else:
+            lr = cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * step / cfg.steps)))
         if fresh_from is not None and step - fresh_from < cfg.lr_warmup:
             lr *= (step - fresh_from + 1) / cfg.lr_warmup
         for group in opt.param_groups:
@@ -369,6 +414,8 @@ def train(cfg: TrainConfig, model_config: ModelConfig, resume: bool = False,
         opt.step()
         step += 1
         bar.update(1)
+        if step > cfg.warmup:  # the plain-autoencoder phase's loss is another quantity
+            plateau.observe(float(loss.detach()))
         if step % 50 == 0:
             perp = [v for k, v in metrics.items() if k.startswith("perplexity/")]
             rec = {"step": step, "loss": float(loss.detach()), "psnr": float(psnr(mse.detach()).mean()), "lr": lr,
@@ -378,7 +425,8 @@ def train(cfg: TrainConfig, model_config: ModelConfig, resume: bool = False,
             log.flush()
             bar.set_postfix(psnr=f"{rec['psnr']:.2f}", ppl=f"{min(perp, default=0):.0f}-{max(perp, default=0):.0f}")
         if time.time() - last_ckpt > cfg.checkpoint_minutes * 60 or step == cfg.steps:
-            _save_checkpoint(ckpt_path, model, opt, step, rng, cfg, time.time() - start)
+            plateau.end_interval()
+            _save_checkpoint(ckpt_path, model, opt, step, rng, cfg, time.time() - start, plateau)
             last_ckpt = time.time()
             if step > cfg.warmup:
                 rows = validate(model, val_imgs, device)

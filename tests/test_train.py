@@ -9,7 +9,7 @@ import torch
 
 from aecodec.cli import main
 from aecodec.codec import load
-from aecodec.train import RATE_BIASES, held_out_views
+from aecodec.train import RATE_BIASES, Plateau, held_out_views, load_checkpoint
 
 from .conftest import smooth_image
 
@@ -163,3 +163,29 @@ def test_held_out_views_are_corners_and_halved_wholes():
     assert [v.shape for v in views["whole, downscaled by 2"]] == [(3, 300, 350), (3, 40, 45)]
     assert torch.equal(views["512x512 corners"][0], images[0][:, :512, :512])
     assert all(v.dtype == torch.uint8 for view in views.values() for v in view)
+
+
+def test_plateau_halves_the_learning_rate_only_when_the_loss_stops_improving():
+    plateau = Plateau(patience=2)
+    for mean in (3.0, 2.0, 1.5):  # improving: no decay
+        plateau.observe(mean)
+        plateau.end_interval()
+    assert plateau.factor == 1.0 and plateau.best == 1.5
+    for mean in (1.499, 1.6):  # within min_gain of the best, then worse: two flat intervals
+        plateau.observe(mean - 0.1)
+        plateau.observe(mean + 0.1)
+        plateau.end_interval()
+    assert plateau.factor == 0.5 and plateau.stale == 0
+    plateau.end_interval()  # an interval with no steps changes nothing
+    assert plateau.factor == 0.5
+
+
+def test_a_plateau_run_resumes_with_its_schedule_state(tmp_path):
+    data, run = photos(tmp_path)
+    args = ["--data", str(data), "--out", str(run), "--warmup", "1", "--checkpoint-minutes", "0",
+            "--schedule", "plateau", *TINY]
+    assert main(["train", "--steps", "3", *args]) == 0
+    state = load_checkpoint(run / "checkpoint.pt")
+    assert state["plateau"]["best"] < float("inf") and state["plateau"]["count"] == 0
+    assert main(["train", "--steps", "4", "--resume", *args]) == 0
+    assert load_checkpoint(run / "checkpoint.pt")["step"] == 4
