@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import io
+import struct
 import errno
 import os
 from pathlib import Path
@@ -110,9 +112,38 @@ def test_a_real_checkpoint_loads_without_unpickling(tmp_path):
     assert state["step"] == 3 and "opt" in state and "model" in state
 
 
+def display_p3_profile() -> bytes:
+    """A Display-P3 ICC profile: ImageCms's sRGB profile (Display P3 shares its transfer curve
+    and D65 white) with P3's primaries as its colorants (D50-adapted, as ICC stores them) and
+    chromaticities, and its description renamed. ImageCms builds no P3 profile itself."""
+    icc = bytearray(ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes())
+    tags = {}
+    for i in range(struct.unpack_from(">I", icc, 128)[0]):
+        sig, offset, size = struct.unpack_from(">4sII", icc, 132 + 12 * i)
+        tags[sig] = offset
+    fixed = lambda v: round(v * 65536)
+    colorants = {b"rXYZ": (0.5151, 0.2412, -0.0011), b"gXYZ": (0.2920, 0.6922, 0.0419), b"bXYZ": (0.1571, 0.0666, 0.7841)}
+    for sig, xyz in colorants.items():
+        struct.pack_into(">3i", icc, tags[sig] + 8, *map(fixed, xyz))
+    struct.pack_into(">6I", icc, tags[b"chrm"] + 12, *map(fixed, (0.680, 0.320, 0.265, 0.690, 0.150, 0.060)))
+    desc = tags[b"desc"]
+    length, offset = struct.unpack_from(">II", icc, desc + 20)
+    icc[desc + offset : desc + offset + length] = "Display P3".ljust(length // 2).encode("utf-16-be")
+    icc[84:100] = bytes(16)  # profile ID: zero means "not computed"
+    return bytes(icc)
+
+
+def test_the_display_p3_profile_is_one():
+    profile = ImageCms.ImageCmsProfile(io.BytesIO(display_p3_profile()))
+    assert ImageCms.getProfileDescription(profile).strip() == "Display P3"
+    red = Image.new("RGB", (1, 1), (255, 0, 0))
+    srgb = ImageCms.profileToProfile(red, profile, ImageCms.createProfile("sRGB"))
+    assert srgb.getpixel((0, 0))[0] == 255 and srgb.getpixel((0, 0))[1] == 0  # P3 red lies outside sRGB
+
+
 def _photo_with_metadata(tmp_path: Path) -> tuple[Path, bytes]:
-    """A JPEG photo carrying an ICC profile (built by ImageCms) and EXIF (camera, date)."""
-    icc = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    """A Display-P3 JPEG photo with EXIF (camera, date)."""
+    icc = display_p3_profile()
     exif = Image.Exif()
     exif[0x010F] = "aecodec test camera"  # Make
     exif[0x0132] = "2026:12:06 10:00:00"  # DateTime
