@@ -216,34 +216,58 @@ class IndexEntropyModel(_Tables):
 
 class FactorizedTables(_Tables):
     """Integer tables of a factorized prior (the VAE's): ``counts[l, c, a]`` (int32) is the
-    weight of value ``offsets[l, c] + a`` in channel c at level l. One section: a level byte,
-    then ANS words with the channels in order, each channel's values row-major."""
+    weight of value ``offsets[l, c] + a`` in channel c at level l, for a < ``widths[l, c]``
+    (every row's full width where none are given). One section: a level byte, then ANS words
+    with the channels in order, each channel's values row-major.
 
-    def __init__(self, counts: np.ndarray, offsets: np.ndarray) -> None:
-        self.counts = np.ascontiguousarray(counts, dtype=np.int32)
+    Rows have their own widths because a latent's channels differ by orders of magnitude at fine
+    levels (a lapped transform's DC coefficient spans thousands of steps where most channels
+    span a few): one width for all would either clip the wide rows or store mostly zeros. Files
+    store such tables packed (``packed``: the rows' used entries, concatenated)."""
+
+    def __init__(self, counts: np.ndarray | None = None, offsets: np.ndarray | None = None,
+                 widths: np.ndarray | None = None, packed: np.ndarray | None = None) -> None:
         self.offsets = np.ascontiguousarray(offsets, dtype=np.int32)
+        if packed is not None:
+            counts = _unpack_rows(np.asarray(packed, dtype=np.int32), np.asarray(widths))
+        self.counts = np.ascontiguousarray(counts, dtype=np.int32)
         if self.counts.ndim != 3 or self.offsets.shape != self.counts.shape[:2] or self.counts.min(initial=0) < 0:
             raise ValueError("factorized tables do not match their offsets")
         self.levels, self.channels, self.width = self.counts.shape
+        full = np.full(self.offsets.shape, self.width, dtype=np.int32)
+        self.widths = full if widths is None else np.ascontiguousarray(widths, dtype=np.int32)
+        if self.widths.shape != self.offsets.shape or self.widths.min(initial=1) < 1 or self.widths.max(initial=1) > self.width:
+            raise ValueError("factorized table widths do not match the tables")
         self._built: dict[int, list[constriction.stream.model.Categorical]] = {}
 
     def arrays(self) -> dict[str, np.ndarray]:
-        return {"counts": self.counts, "offsets": self.offsets}
+        if (self.widths == self.width).all():
+            return {"counts": self.counts, "offsets": self.offsets}
+        used = np.less(np.arange(self.width), self.widths[..., None])
+        return {"packed": self.counts[used], "widths": self.widths, "offsets": self.offsets}
+
+    def _rows(self, level: int) -> list[np.ndarray]:
+        """Each channel's normalised table at ``level``, over its own width."""
+        return [normalize_counts(row[:w]) for row, w in zip(self.counts[level - 1], self.widths[level - 1])]
 
     def _models(self, level: int) -> list[constriction.stream.model.Categorical]:
         if level not in self._built:  # built on first use: a file uses one level
-            self._built[level] = [categorical(t) for t in normalize_counts(self.counts[level - 1])]
+            self._built[level] = [categorical(t) for t in self._rows(level)]
         return self._built[level]
 
     def rate_cost(self, level: int, bias: float) -> Callable[[int, torch.Tensor | None], torch.Tensor]:
         """The bits of candidate values (B, C, h, w) under their channel's table at ``level``
         (a value beyond the table priced as its nearest end, which is what it is coded as)."""
-        lengths = torch.from_numpy(code_lengths(normalize_counts(self.counts[level - 1])).astype(np.float32)) * bias
+        lengths = np.zeros((self.channels, self.width), dtype=np.float32)
+        for c, row in enumerate(self._rows(level)):
+            lengths[c, : len(row)] = code_lengths(row)
+        lengths = torch.from_numpy(lengths) * bias
         low = torch.from_numpy(self.offsets[level - 1]).long()[:, None]
+        last = torch.from_numpy(self.widths[level - 1]).long()[:, None] - 1
 
         def cost(section: int, values: torch.Tensor | None) -> torch.Tensor:
             b, c = values.shape[:2]
-            index = (values.long().reshape(b, c, -1) - low).clamp(0, self.width - 1)
+            index = torch.minimum((values.long().reshape(b, c, -1) - low).clamp(min=0), last)
             return torch.gather(lengths.expand(b, -1, -1), 2, index).view(values.shape)
 
         return cost
@@ -251,7 +275,7 @@ class FactorizedTables(_Tables):
     def constrain(self, symbols: np.ndarray, level: int) -> np.ndarray:
         """Values clamped into the tables' range (a value beyond keeps the nearest end)."""
         lo = self.offsets[level - 1][:, None, None]  # symbols (..., C, h, w)
-        return np.clip(symbols, lo, lo + self.width - 1).astype(np.int32)
+        return np.clip(symbols, lo, lo + self.widths[level - 1][:, None, None] - 1).astype(np.int32)
 
     def encode(self, symbols: np.ndarray, level: int) -> list[bytes]:
         """Values (1, C, ...) of one image -> its one section."""
@@ -284,6 +308,16 @@ class FactorizedTables(_Tables):
         return (out + self.offsets[level - 1][:, None]).reshape(1, *shape)
 
 
+def _unpack_rows(packed: np.ndarray, widths: np.ndarray) -> np.ndarray:
+    """Rows of ``widths`` (L, C) entries each, concatenated in ``packed`` -> (L, C, max width)."""
+    widths = widths.astype(np.int64)
+    if widths.ndim != 2 or widths.min(initial=1) < 1 or packed.ndim != 1 or len(packed) != widths.sum():
+        raise ValueError("packed factorized tables do not match their widths")
+    out = np.zeros((*widths.shape, int(widths.max(initial=1))), dtype=np.int32)
+    out[np.less(np.arange(out.shape[-1]), widths[..., None])] = packed
+    return out
+
+
 class SparseTables(FactorizedTables):
     """A factorized prior's tables, coded as a significance map plus values (the sparse
     autoencoder's): channel by channel, first whether each value is non-zero, with a binary
@@ -293,8 +327,10 @@ class SparseTables(FactorizedTables):
 
     CONTEXTS = 3
 
-    def __init__(self, counts: np.ndarray, offsets: np.ndarray, significance: np.ndarray) -> None:
-        super().__init__(counts, offsets)
+    def __init__(self, counts: np.ndarray | None = None, offsets: np.ndarray | None = None,
+                 significance: np.ndarray | None = None, widths: np.ndarray | None = None,
+                 packed: np.ndarray | None = None) -> None:
+        super().__init__(counts, offsets, widths, packed)
         self.significance = np.ascontiguousarray(significance, dtype=np.int32)
         if self.significance.shape != (self.levels, self.channels, self.CONTEXTS, 2) or self.significance.min(initial=0) < 0:
             raise ValueError("significance tables do not match the value tables")
@@ -309,17 +345,17 @@ class SparseTables(FactorizedTables):
 
     def factorized(self) -> FactorizedTables:
         """The same prior coded without the significance map, to measure what it saves."""
-        return FactorizedTables(self.counts, self.offsets)
+        return FactorizedTables(self.counts, self.offsets, self.widths)
 
     def _models(self, level: int) -> list:
         """Per channel: (significance models by context, value model without zero)."""
         if level not in self._built:
             values = self.counts[level - 1].copy()
             zero = -self.offsets[level - 1]  # table index of the value 0, where in range
-            inside = (zero >= 0) & (zero < self.width)
+            inside = (zero >= 0) & (zero < self.widths[level - 1])
             values[np.flatnonzero(inside), zero[inside]] = 0
-            self._built[level] = [([categorical(t) for t in normalize_counts(sig)], categorical(v))
-                                  for sig, v in zip(self.significance[level - 1], normalize_counts(values))]
+            self._built[level] = [([categorical(t) for t in normalize_counts(sig)], categorical(normalize_counts(v[:w])))
+                                  for sig, v, w in zip(self.significance[level - 1], values, self.widths[level - 1])]
         return self._built[level]
 
     @classmethod
@@ -374,7 +410,7 @@ class SparseTables(FactorizedTables):
                 nonzero = (v != 0).astype(np.int32)
                 for c in range(prior.channels):
                     np.add.at(sig[level - 1, c], (cls.contexts(nonzero, c), nonzero[c]), 1)
-        return cls(prior.counts, prior.offsets, np.minimum(sig, np.iinfo(np.int32).max))
+        return cls(prior.counts, prior.offsets, np.minimum(sig, np.iinfo(np.int32).max), prior.widths)
 
 
 def _cluster_rows(joint: np.ndarray, groups: int, seed: int, iters: int = 25) -> np.ndarray:

@@ -29,9 +29,39 @@ def test_prior_is_a_distribution_over_integers():
 
 def test_tables_are_integers_covering_the_mass():
     prior = FactorizedPrior(4)
-    offsets, counts = prior.tables(max_alphabet=1024)
-    assert offsets.dtype == torch.int32 and counts.dtype == torch.int32
+    offsets, counts, widths = prior.tables(max_alphabet=1024)
+    assert offsets.dtype == torch.int32 and counts.dtype == torch.int32 and widths.dtype == torch.int32
     assert (counts.sum(1).double() / (1 << 24) > 1 - 1e-4).all()  # all but the tails and floors
+    assert int(widths.max()) == counts.shape[1]
+    assert all(not counts[r, w:].any() for r, w in enumerate(widths.tolist()))  # nothing beyond a row
+
+
+def test_each_channel_has_a_table_as_wide_as_its_range():
+    """A channel spanning thousands of steps (a lapped transform's DC at a fine level) gets a
+    wide table while the others stay narrow; stored packed, and loaded back the same."""
+    widths = np.array([21, 4001], np.int32)  # row 1: 200 times wider, as a DC row at a fine level
+    counts = np.zeros((2, 4001), np.int64)
+    for row, w in enumerate(widths):
+        k = np.arange(w) - w // 2
+        counts[row, :w] = np.floor(2.0**24 * np.exp(-np.abs(k) / (w / 10)))
+    offsets = -(widths // 2)
+    tables = FactorizedTables(counts[None].astype(np.int32), offsets[None], widths[None])
+    arrays = tables.arrays()
+    assert set(arrays) == {"packed", "widths", "offsets"} and len(arrays["packed"]) == int(widths.sum())
+    again = FactorizedTables(**arrays)
+    values = np.array([[[[-2000, 0, 2000]], [[-2000, 0, 2000]]]], dtype=np.int32)  # (1, C=2, 1, 3)
+    clamped = again.constrain(values, 1)
+    assert clamped[0, 1].tolist() == [[-2000, 0, 2000]] and abs(clamped[0, 0]).max() < 50
+    chunks = again.encode(clamped, 1)
+    assert np.array_equal(again.decode(chunks, (2, 1, 3))[0], clamped[0]) and chunks == tables.encode(clamped, 1)
+    bits = again.rate_cost(1, 1.0)(0, torch.from_numpy(values))
+    assert float(bits[0, 1, 0, 1]) < float(bits[0, 1, 0, 0])  # 0 is the likeliest value of row 1
+
+
+def test_tables_of_one_width_keep_the_dense_layout():
+    """Models exported before per-row widths store dense counts and load exactly as before."""
+    tables = FactorizedTables(np.ones((2, 3, 5), np.int32), np.zeros((2, 3), np.int32))
+    assert set(tables.arrays()) == {"counts", "offsets"} and (tables.widths == 5).all()
 
 
 def test_decoded_values_are_the_encoders(tiny_vae):
@@ -117,6 +147,8 @@ def test_sparse_tables_price_no_choice(tiny_sparse):
 def test_tables_refuse_mismatched_arrays():
     with pytest.raises(ValueError):
         FactorizedTables(np.ones((2, 3, 5), np.int32), np.zeros((2, 4), np.int32))
+    with pytest.raises(ValueError):  # a packed file whose widths do not add up
+        FactorizedTables(offsets=np.zeros((1, 2), np.int32), widths=np.array([[3, 4]]), packed=np.ones(6, np.int32))
 
 
 def test_train_a_vae_from_an_rvq_models_transforms(tmp_path, tiny_path, capsys):

@@ -52,10 +52,11 @@ class FactorizedPrior(nn.Module):
         return p.squeeze(-2).clamp(min=1e-9)
 
     @torch.no_grad()
-    def tables(self, max_alphabet: int, reach: int = 4096) -> tuple[torch.Tensor, torch.Tensor]:
+    def tables(self, max_alphabet: int, reach: int = 4096) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Integer tables of every row: ``offsets`` (rows,) int32, the value of each table's first
-        symbol, and ``counts`` (rows, A) int32, proportional to P(value). A is the widest range
-        holding all but 2 x TAIL of a row's mass, at most ``max_alphabet``."""
+        symbol, ``counts`` (rows, A) int32, proportional to P(value), and ``widths`` (rows,), how
+        many of a row's counts are its table: the range holding all but 2 x TAIL of its mass, at
+        most ``max_alphabet`` (centred on the median where wider). A is the largest width."""
         rows = torch.arange(len(self.matrices[0]))
         grid = torch.arange(-reach, reach + 1, dtype=torch.float64)
         pmf = self.likelihood(grid.float().expand(len(rows), -1).contiguous(), rows).double()
@@ -63,9 +64,12 @@ class FactorizedPrior(nn.Module):
         cdf = pmf.cumsum(1)
         lo = (cdf < TAIL).sum(1)
         hi = (cdf < 1 - TAIL).sum(1)
-        width = int(min(max_alphabet, int((hi - lo).max()) + 1))
+        widths = (hi - lo + 1).clamp(max=max_alphabet)
+        width = int(widths.max())
         median = (cdf < 0.5).sum(1)
-        lo = torch.where(hi - lo + 1 > width, median - width // 2, lo).clamp(0, len(grid) - width)
-        index = lo[:, None] + torch.arange(width)
+        lo = torch.where(hi - lo + 1 > widths, median - widths // 2, lo).clamp(min=0)
+        lo = torch.minimum(lo, len(grid) - widths)
+        index = (lo[:, None] + torch.arange(width)).clamp(max=len(grid) - 1)
         counts = torch.floor(pmf.gather(1, index) * (1 << 24)).to(torch.int32)
-        return grid[lo].to(torch.int32), counts
+        counts[torch.arange(width) >= widths[:, None]] = 0  # beyond a row's own table
+        return grid[lo].to(torch.int32), counts, widths.to(torch.int32)

@@ -39,8 +39,10 @@ a uniform quantizer's distortion-rate curve at high rate (distortion 1/12 of a s
 falling by 2 ln 2 of itself per bit). Training with one lambda equalises that slope across
 channels, so one price serves all, and the rate bias is dimensionless, as the RVQ's."""
 
-MAX_ALPHABET = 1024
-"""Widest integer table per channel; a latent value beyond it is clamped to its end."""
+MAX_ALPHABET = 4096
+"""Widest integer table per channel; a latent value beyond it is clamped to its end. Each
+channel's table is as wide as its own range (FactorizedTables.widths): at 1024 for all, the
+lapped transform's DC channels were clipped at the two finest levels."""
 
 
 @register("vae")
@@ -226,6 +228,7 @@ class GainedVAE(nn.Module):
 
     def fit_entropy(self, symbols, config) -> FactorizedTables:
         """The prior's own tables; the training symbols are not needed."""
-        offsets, counts = self.prior.tables(MAX_ALPHABET)
+        offsets, counts, widths = self.prior.tables(MAX_ALPHABET)
         return FactorizedTables(counts.reshape(self.levels, self.dim, -1).numpy(),
-                                offsets.reshape(self.levels, self.dim).numpy())
+                                offsets.reshape(self.levels, self.dim).numpy(),
+                                widths.reshape(self.levels, self.dim).numpy())
