@@ -236,7 +236,7 @@ class FactorizedTables(_Tables):
         self.levels, self.channels, self.width = self.counts.shape
         full = np.full(self.offsets.shape, self.width, dtype=np.int32)
         self.widths = full if widths is None else np.ascontiguousarray(widths, dtype=np.int32)
-        if self.widths.shape != self.offsets.shape or self.widths.min(initial=1) < 1 or self.widths.max(initial=1) > self.width:
+        if self.widths.shape != self.offsets.shape or self.widths.min(initial=2) < 2 or self.widths.max(initial=1) > self.width:
             raise ValueError("factorized table widths do not match the tables")
         self._built: dict[int, list[constriction.stream.model.Categorical]] = {}
 
@@ -311,7 +311,7 @@ class FactorizedTables(_Tables):
 def _unpack_rows(packed: np.ndarray, widths: np.ndarray) -> np.ndarray:
     """Rows of ``widths`` (L, C) entries each, concatenated in ``packed`` -> (L, C, max width)."""
     widths = widths.astype(np.int64)
-    if widths.ndim != 2 or widths.min(initial=1) < 1 or packed.ndim != 1 or len(packed) != widths.sum():
+    if widths.ndim != 2 or widths.min(initial=2) < 2 or packed.ndim != 1 or len(packed) != widths.sum():
         raise ValueError("packed factorized tables do not match their widths")
     out = np.zeros((*widths.shape, int(widths.max(initial=1))), dtype=np.int32)
     out[np.less(np.arange(out.shape[-1]), widths[..., None])] = packed

@@ -36,6 +36,15 @@ def test_tables_are_integers_covering_the_mass():
     assert all(not counts[r, w:].any() for r, w in enumerate(widths.tolist()))  # nothing beyond a row
 
 
+@pytest.mark.parametrize("spread", [0.01, 1.0, 10.0, 100.0])
+def test_a_tables_width_follows_its_spread_not_the_likelihood_floor(spread):
+    """Every value's likelihood is floored at 1e-9 for training; counted into the tails at export,
+    that floor made every table the full 4096 wide (a 50 MB file). Widths must track the spread,
+    and stay at least 2, the fewest symbols the coder accepts."""
+    widths = FactorizedPrior(3, init_scale=spread).tables(max_alphabet=4096)[2]
+    assert (widths >= 2).all() and (widths <= max(2, 40 * spread)).all()
+
+
 def test_each_channel_has_a_table_as_wide_as_its_range():
     """A channel spanning thousands of steps (a lapped transform's DC at a fine level) gets a
     wide table while the others stay narrow; stored packed, and loaded back the same."""
@@ -108,8 +117,9 @@ def test_hostile_sections_with_valid_checksums_fail_cleanly(tiny_vae):
 
 
 def test_rate_biased_rounding_trades_distance_for_bits(tiny_vae):
-    """Each value stays one of the two integers around the scaled latent; where it leaves the
-    nearer one, it takes the cheaper, so the code gets shorter; and the file decodes as any."""
+    """Each value stays one of the two integers around the scaled latent (clamped to its
+    channel's table); where it leaves the nearer one, it takes the cheaper, so the code gets
+    shorter; and the file decodes as any."""
     import copy
 
     from aecodec.bottlenecks.vae import BIT_VALUE
@@ -118,6 +128,8 @@ def test_rate_biased_rounding_trades_distance_for_bits(tiny_vae):
     vae, level = model.bottleneck, 1
     latent = torch.randn(2, 8, 6, 5, generator=torch.Generator().manual_seed(0)) * 3
     scaled = (vae._rotate(latent) * vae.gain[level - 1].exp()[:, None, None])[None]
+    lo = torch.from_numpy(model.entropy.offsets[level - 1]).float()[:, None, None]
+    scaled = torch.minimum(torch.maximum(scaled, lo), lo + torch.from_numpy(model.entropy.widths[level - 1])[:, None, None] - 1)
     plain = torch.from_numpy(model.symbols(latent, level))
     model.config.rate_bias = 0.5
     biased = torch.from_numpy(model.symbols(latent, level))

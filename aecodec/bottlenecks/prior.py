@@ -43,28 +43,33 @@ class FactorizedPrior(nn.Module):
                 x = x + torch.tanh(self.factors[k][rows]) * torch.tanh(x)
         return x
 
-    def likelihood(self, values: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
-        """P(round(v)) for values (..., N) under density ``rows`` (...), floored at 1e-9."""
+    def _mass(self, values: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+        """P(round(v)) for values (..., N) under density ``rows`` (...), exactly."""
         x = values.unsqueeze(-2)
         lower, upper = self._logits(x - 0.5, rows), self._logits(x + 0.5, rows)
         flip = -torch.sign(lower + upper).detach()  # evaluate in the tail where sigmoid is exact
-        p = (torch.sigmoid(flip * upper) - torch.sigmoid(flip * lower)).abs()
-        return p.squeeze(-2).clamp(min=1e-9)
+        return (torch.sigmoid(flip * upper) - torch.sigmoid(flip * lower)).abs().squeeze(-2)
+
+    def likelihood(self, values: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+        """P(round(v)), floored at 1e-9 so that training's log-rate stays finite."""
+        return self._mass(values, rows).clamp(min=1e-9)
 
     @torch.no_grad()
     def tables(self, max_alphabet: int, reach: int = 4096) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Integer tables of every row: ``offsets`` (rows,) int32, the value of each table's first
         symbol, ``counts`` (rows, A) int32, proportional to P(value), and ``widths`` (rows,), how
         many of a row's counts are its table: the range holding all but 2 x TAIL of its mass, at
-        most ``max_alphabet`` (centred on the median where wider). A is the largest width."""
+        most ``max_alphabet`` (centred on the median where wider) and at least 2. A is the largest width."""
         rows = torch.arange(len(self.matrices[0]))
         grid = torch.arange(-reach, reach + 1, dtype=torch.float64)
-        pmf = self.likelihood(grid.float().expand(len(rows), -1).contiguous(), rows).double()
+        # The exact mass, not the floored likelihood: 1e-9 on each of 8193 values would put more
+        # than TAIL in every tail and make every table 4096 wide.
+        pmf = self._mass(grid.float().expand(len(rows), -1).contiguous(), rows).double()
         pmf = pmf / pmf.sum(1, keepdim=True)
         cdf = pmf.cumsum(1)
         lo = (cdf < TAIL).sum(1)
         hi = (cdf < 1 - TAIL).sum(1)
-        widths = (hi - lo + 1).clamp(max=max_alphabet)
+        widths = (hi - lo + 1).clamp(min=2, max=max_alphabet)  # the coder needs two symbols
         width = int(widths.max())
         median = (cdf < 0.5).sum(1)
         lo = torch.where(hi - lo + 1 > widths, median - widths // 2, lo).clamp(min=0)
