@@ -32,5 +32,4 @@ class SparseVAE(GainedVAE):
 
     def fit_entropy(self, symbols, config) -> SparseTables:
         """The prior's value tables, plus significance tables counted on training symbols."""
-        prior = super().fit_entropy(symbols, config)
-        return SparseTables.fit(prior, [symbols(level) for level in range(1, self.levels + 1)])
+        return SparseTables.fit(self.prior_tables(), [symbols(level) for level in range(1, self.levels + 1)])

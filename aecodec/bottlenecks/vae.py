@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..entropy import FactorizedTables
+from ..entropy import ContextTables, FactorizedTables
 from . import BottleneckOutput, RateCost, register
 from .prior import FactorizedPrior
 
@@ -48,7 +48,7 @@ lapped transform's DC channels were clipped at the two finest levels."""
 @register("vae")
 class GainedVAE(nn.Module):
     sections = 1
-    entropy_model = FactorizedTables
+    entropy_model = ContextTables
     lr_scale = ("gain", "inverse_gain", "prior")
     """Parameters trained with a larger learning rate (see train.BOTTLENECK_LR_SCALE)."""
 
@@ -226,8 +226,12 @@ class GainedVAE(nn.Module):
     def symbol_shape(self, h: int, w: int) -> tuple[int, ...]:
         return (self.dim, h, w)
 
-    def fit_entropy(self, symbols, config) -> FactorizedTables:
-        """The prior's own tables; the training symbols are not needed."""
+    def fit_entropy(self, symbols, config) -> ContextTables:
+        """The prior's own tables, plus context tables counted on the training symbols."""
+        return ContextTables.fit(self.prior_tables(), [symbols(level) for level in range(1, self.levels + 1)])
+
+    def prior_tables(self) -> FactorizedTables:
+        """The prior's exact mass on each integer, as integer tables (no training symbols)."""
         offsets, counts, widths = self.prior.tables(MAX_ALPHABET)
         return FactorizedTables(counts.reshape(self.levels, self.dim, -1).numpy(),
                                 offsets.reshape(self.levels, self.dim).numpy(),
