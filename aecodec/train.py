@@ -197,8 +197,9 @@ def symbols_of(model: AutoEncoder, images: list[torch.Tensor],
 @torch.no_grad()
 def validate(model: AutoEncoder, images: list[torch.Tensor], device: torch.device) -> list[dict]:
     """PSNR and real coded bpp at every quality level on the held-out images. Before export
-    the tables are provisional: fitted on these images' own symbols (RVQ, so slightly
-    optimistic) or derived from the current prior (VAE). Leaves each module in the mode it
+    the tables are provisional: fitted on these images' own symbols (RVQ indices, VAE context
+    tables: so slightly optimistic, alike at every checkpoint) or derived from the current
+    prior (the VAE's factorized tables). Leaves each module in the mode it
     found it in (a decoder-only run keeps its frozen parts in eval)."""
     was_training = {m: m.training for m in model.modules()}
     model.eval()

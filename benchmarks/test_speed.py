@@ -57,6 +57,23 @@ def test_decode_default_quality(benchmark, codec, kodak_size):
     assert out.size == kodak_size.size
 
 
+@pytest.fixture(scope="module")
+def vae():
+    return aecodec.load("vae")
+
+
+@pytest.mark.parametrize("tables", ["context", "factorized"])
+def test_decode_vae_default_quality(benchmark, vae, kodak_size, tables):
+    """The vae's decoding with its context tables and, for scale, with its factorized ones."""
+    from .context import factorized
+
+    codec = vae if tables == "context" else factorized(vae)
+    data = codec.compress(kodak_size)
+    out = benchmark(codec.decompress, data)
+    _rate(benchmark, PIXELS / 1e6, "megapixels_per_s")
+    assert out.size == kodak_size.size
+
+
 def test_entropy_coder_alone(benchmark, codec):
     """Encode + decode of all 32 stages of a Kodak-size latent grid (32 x 1536 symbols)."""
     entropy = codec.model.entropy

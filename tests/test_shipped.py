@@ -13,11 +13,11 @@ import aecodec
 from aecodec import bitstream, refine
 from aecodec.cli import main
 from aecodec.codec import SAMPLE, WEIGHTS
+from aecodec.entropy import ContextTables
 from aecodec.imageio import open_image
 from aecodec.metrics import psnr
 
-GOLDEN = Path(__file__).parent / "data" / "golden.aec"
-GOLDEN_SYMBOLS_SHA256 = Path(__file__).parent / "data" / "golden.symbols.sha256"
+GOLDEN = Path(__file__).parent / "data"
 
 
 @pytest.fixture(scope="module")
@@ -80,21 +80,43 @@ def _symbols_sha256(codec, data: bytes) -> str:
     return digest.hexdigest()
 
 
+GOLDEN_FILES = {
+    # model: (file stem, quality, refinement step, crop of the sample)
+    "rvq": ("golden", 3, 9, (96, 32, 96 + 80, 32 + 48)),
+    "vae": ("golden_vae", 6, None, (64, 32, 64 + 160, 32 + 96)),  # context-coded sections
+}
+
+
+def _golden(name: str) -> tuple[Path, Path]:
+    stem = GOLDEN_FILES[name][0]
+    return GOLDEN / f"{stem}.aec", GOLDEN / f"{stem}.symbols.sha256"
+
+
 @pytest.mark.skipif(not os.environ.get("AECODEC_WRITE_GOLDEN"), reason="writes the golden file")
-def test_write_golden_file(rvq):
+@pytest.mark.parametrize("name", sorted(GOLDEN_FILES))
+def test_write_golden_file(name):
     """``AECODEC_WRITE_GOLDEN=1 pytest tests/test_shipped.py -k write_golden`` after shipping
     new weights (only then: the golden file pins the decoder's behaviour)."""
-    data = rvq.compress(open_image(SAMPLE).crop((96, 32, 96 + 80, 32 + 48)), 3, refine=9)
-    GOLDEN.parent.mkdir(exist_ok=True)
-    GOLDEN.write_bytes(data)
-    GOLDEN_SYMBOLS_SHA256.write_text(_symbols_sha256(rvq, data) + "\n")
+    codec = aecodec.load(name)
+    _, quality, step, box = GOLDEN_FILES[name]
+    data = codec.compress(open_image(SAMPLE).crop(box), quality, refine=step)
+    path, digest = _golden(name)
+    path.parent.mkdir(exist_ok=True)
+    path.write_bytes(data)
+    digest.write_text(_symbols_sha256(codec, data) + "\n")
 
 
-def test_golden_file_decodes_to_the_same_symbols(rvq):
+@pytest.mark.parametrize("name", sorted(GOLDEN_FILES))
+def test_golden_file_decodes_to_the_same_symbols(name):
     """Guards bit-exactness across machines and versions: these bytes were written once and
-    must always decode to the same codebook indices and refinement symbols."""
-    data = GOLDEN.read_bytes()
+    must always decode to the same codebook indices or latent values, and refinement symbols."""
+    codec = aecodec.load(name)
+    path, digest = _golden(name)
+    data = path.read_bytes()
     f = bitstream.read(data)
     h = f.header
-    assert _symbols_sha256(rvq, data) == GOLDEN_SYMBOLS_SHA256.read_text().strip()
-    assert f.refinement is not None and rvq.decompress(data).size == (h.width, h.height)
+    assert _symbols_sha256(codec, data) == digest.read_text().strip()
+    assert (f.refinement is not None) == (GOLDEN_FILES[name][2] is not None)
+    if getattr(codec.model.entropy, "contextual", False):
+        assert f.sections[0][0] & ContextTables.MARK  # the golden file pins the context rule
+    assert codec.decompress(data).size == (h.width, h.height)

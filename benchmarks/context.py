@@ -1,0 +1,97 @@
+"""What the context tables save: one VAE model's files with its context-coded sections against
+the same model's factorized tables (same transforms, same rounded values, so the same pixels),
+on a folder of images and on the held-out views of the training photos.
+
+    python -m benchmarks.context --dataset ../shared/data/kodak --train ../shared/data/train --model vae
+
+bpp is whole .aec files; PSNR is the decoded 8-bit image's, identical for both tables (the
+values coded are the same: rate-biased rounding prices choices with the factorized tables in
+both). BD-rate is the new tables' against the old over the model's quality ladder.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+import aecodec
+from aecodec.bd import bd_rate
+from aecodec.codec import Codec
+from aecodec.metrics import bpp, psnr
+
+from .dataset import list_images, load_rgb
+from .heldout import views
+from .kodak_roundtrip import save
+
+
+def factorized(codec: Codec) -> Codec:
+    """The same model with its factorized tables only: what its files were before context."""
+    plain = copy.deepcopy(codec.model)
+    plain.entropy = codec.model.entropy.factorized()
+    return Codec(plain)
+
+
+def curves(codec: Codec, images: list[Image.Image]) -> list[dict]:
+    """Per quality: mean bpp with context tables and with factorized tables, and mean PSNR."""
+    old_codec = factorized(codec)
+    rows = []
+    for q in codec.quality_levels:
+        new, old, scores = [], [], []
+        for img in images:
+            data = codec.compress(img, q)
+            reference = old_codec.compress(img, q)
+            decoded = codec.decompress(data)
+            if np.asarray(decoded).tobytes() != np.asarray(old_codec.decompress(reference)).tobytes():
+                raise SystemExit("the two tables decoded different pixels: they must code the same values")
+            new.append(bpp(len(data), img))
+            old.append(bpp(len(reference), img))
+            scores.append(psnr(img, decoded))
+        rows.append({"quality": q, "bpp_context": float(np.mean(new)), "bpp_factorized": float(np.mean(old)),
+                     "psnr": float(np.mean(scores))})
+    return rows
+
+
+def run(dataset: Path, train: Path, model: str) -> dict:
+    codec = aecodec.load(model)
+    if not getattr(codec.model.entropy, "contextual", False):
+        raise SystemExit(f"model {model} has no context tables")
+    files = list_images(dataset)
+    sets = {f"{dataset.name} ({len(files)} images)": [load_rgb(f.path) for f in files]}
+    sets |= {f"held-out, {name}": images for name, images in views(train).items()}
+    result = {"model": model, "sets": {}}
+    for name, images in sets.items():
+        rows = curves(codec, images)
+        psnrs = [r["psnr"] for r in rows]
+        saving = bd_rate([r["bpp_factorized"] for r in rows], psnrs, [r["bpp_context"] for r in rows], psnrs)
+        result["sets"][name] = {"rows": rows, "bd_rate": saving}
+    return result
+
+
+def markdown(result: dict) -> str:
+    lines = [f"Context tables against factorized tables, model `{result['model']}` (same values, same pixels):", "",
+             "| images | quality | PSNR (dB) | bpp, factorized | bpp, context | change |", "|---|---|---|---|---|---|"]
+    for name, s in result["sets"].items():
+        for r in s["rows"]:
+            change = 100 * (r["bpp_context"] / r["bpp_factorized"] - 1)
+            lines.append(f"| {name} | {r['quality']} | {r['psnr']:.2f} | {r['bpp_factorized']:.4f} | "
+                         f"{r['bpp_context']:.4f} | {change:+.1f}% |")
+        lines.append(f"| {name} | **BD-rate** | | | | **{100 * s['bd_rate']:+.1f}%** |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--dataset", type=Path, required=True)
+    parser.add_argument("--train", type=Path, required=True, help="training folder (its last 4 are held out)")
+    parser.add_argument("--model", default="vae")
+    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "context.json")
+    args = parser.parse_args()
+    save(args.out, run(args.dataset, args.train, args.model), markdown)
+
+
+if __name__ == "__main__":
+    main()
