@@ -62,19 +62,18 @@ def push_groups(coder: constriction.stream.stack.AnsCoder, symbols: np.ndarray,
 
 def pop_groups(coder: constriction.stream.stack.AnsCoder, ctx: np.ndarray, models: list,
                out: np.ndarray) -> None:
-    """Inverse of ``push_groups``: fill ``out`` (shaped like ``ctx``) in place. One stable sort
-    puts the positions in group order, row-major within each, instead of a mask per group."""
+    """Inverse of ``push_groups``: fill ``out`` (shaped like ``ctx``) in place, leaving positions
+    whose context names no model (say -1: nothing coded) as they are. One stable sort puts
+    the positions in group order, row-major within each, instead of a mask per group."""
     if not out.flags.c_contiguous:
         raise ValueError("pop_groups fills a contiguous array in place")
     flat_out = out.reshape(-1)
     flat_ctx = ctx.reshape(-1)
     order = np.argsort(flat_ctx, kind="stable")
-    ends = np.cumsum(np.bincount(flat_ctx, minlength=len(models)))
-    start = 0
-    for g, end in enumerate(ends[: len(models)].tolist()):
-        if end > start:
-            flat_out[order[start:end]] = coder.decode(models[g], end - start)
-        start = end
+    bounds = np.searchsorted(flat_ctx[order], np.arange(len(models) + 1)).tolist()
+    for g in range(len(models)):
+        if bounds[g + 1] > bounds[g]:
+            flat_out[order[bounds[g] : bounds[g + 1]]] = coder.decode(models[g], bounds[g + 1] - bounds[g])
 
 
 @contextmanager

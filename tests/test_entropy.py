@@ -118,3 +118,23 @@ def test_rate_bias_is_dimensionless(tiny_model):
         scaled = copy.deepcopy(rvq)
         scaled.codebooks.mul_(factor)
         assert np.array_equal(scaled.encode(latent * factor, rvq.levels, cost), biased)
+
+
+def test_groups_pop_in_push_order_and_skip_uncoded_positions():
+    """pop_groups undoes push_groups; a position whose context names no table (-1, or beyond
+    the last) is neither coded nor touched."""
+    import constriction
+
+    from aecodec.entropy import categorical, pop_groups, push_groups
+
+    rng = np.random.default_rng(0)
+    ctx = rng.integers(-1, 4, (7, 9))
+    symbols = rng.integers(0, 5, (7, 9)).astype(np.int32)
+    models = [categorical(normalize_counts(rng.integers(1, 100, 5))) for _ in range(3)]  # 3: skipped
+    coder = constriction.stream.stack.AnsCoder()
+    push_groups(coder, symbols, ctx, models)
+    out = np.full((7, 9), -5, dtype=np.int32)
+    coder = constriction.stream.stack.AnsCoder(coder.get_compressed())
+    pop_groups(coder, ctx, models, out)
+    coded = (ctx >= 0) & (ctx < 3)
+    assert np.array_equal(out[coded], symbols[coded]) and (out[~coded] == -5).all() and coder.is_empty()
