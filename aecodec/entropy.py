@@ -382,7 +382,7 @@ class ContextTables(FactorizedTables):
     @staticmethod
     def anchors(h: int, w: int) -> np.ndarray:
         """The first pass's positions (h, w): row + column even."""
-        return np.add.outer(np.arange(h), np.arange(w)) % 2 == 0
+        return np.equal(np.add.outer(np.arange(h), np.arange(w)) % 2, 0)  # not ==: see fuzz_decode.py
 
     @classmethod
     def _activity(cls, cross: np.ndarray, prev: np.ndarray, own: np.ndarray | None = None) -> np.ndarray:
