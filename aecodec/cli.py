@@ -200,7 +200,8 @@ def _train(args: argparse.Namespace) -> None:
         bottleneck_args: dict = {"lambdas": lambdas} | ({"sparsity": args.sparsity} if args.bottleneck == "sparse" else {})
         default_qualities = list(range(1, len(lambdas) + 1))
     else:
-        bottleneck_args = {"stages": args.stages, "codebook_size": args.codebook_size}
+        bottleneck_args = {"stages": args.stages, "codebook_size": args.codebook_size} | \
+            ({"group_dim": args.group_dim} if args.group_dim else {})
         default_qualities = ModelConfig().qualities
     qualities = [int(q) for q in args.qualities.split(",")] if args.qualities else default_qualities
     mcfg = ModelConfig(name=args.name or args.bottleneck, bottleneck=args.bottleneck, transform=args.transform,
@@ -301,6 +302,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--latent", type=int, default=96)
     p.add_argument("--stages", type=int, default=32, help="rvq: quantizer stages")
     p.add_argument("--codebook-size", type=int, default=256, help="rvq: codes per stage")
+    p.add_argument("--group-dim", type=int, default=None, metavar="D",
+                   help="rvq: channels per codebook (default: the whole latent, one codebook per stage)")
     p.add_argument("--lambdas", default=None,
                    help="vae, sparse: distortion weight of each level (comma list; default CompressAI's 0.0018..0.0483)")
     p.add_argument("--sparsity", type=float, default=0.05, help="sparse: weight of the L1 penalty on the code")

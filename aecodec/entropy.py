@@ -53,11 +53,16 @@ def code_lengths(tables: np.ndarray) -> np.ndarray:
 def push_groups(coder: constriction.stream.stack.AnsCoder, symbols: np.ndarray,
                 ctx: np.ndarray, models: list) -> None:
     """Encode ``symbols`` with ``models[ctx]``, group by group; ANS is a stack, so the groups
-    go on in reverse and ``pop_groups`` takes them off as g = 0, 1, ... (row-major within)."""
+    go on in reverse and ``pop_groups`` takes them off as g = 0, 1, ... (row-major within).
+    One stable sort finds every group, instead of a mask per group (an RVQ stage of 64
+    channel groups has 1024 tables)."""
+    flat_ctx = ctx.reshape(-1)
+    order = np.argsort(flat_ctx, kind="stable")
+    bounds = np.searchsorted(flat_ctx[order], np.arange(len(models) + 1)).tolist()
+    ordered = symbols.reshape(-1)[order].astype(np.int32)
     for g in reversed(range(len(models))):
-        sel = symbols[ctx == g]
-        if len(sel):
-            coder.encode_reverse(sel.astype(np.int32), models[g])
+        if bounds[g + 1] > bounds[g]:
+            coder.encode_reverse(ordered[bounds[g] : bounds[g + 1]], models[g])
 
 
 def pop_groups(coder: constriction.stream.stack.AnsCoder, ctx: np.ndarray, models: list,
@@ -131,14 +136,23 @@ class _Tables:
 
 
 class IndexEntropyModel(_Tables):
-    """Tables ``counts[s, g, k]`` (uint16) and context maps ``context_map[s, k_prev]`` (uint8)
-    for RVQ indices: one section per stage, so the level is the number of sections."""
+    """Tables ``counts[s, g, c, k]`` (uint16) and context maps ``context_map[s, g, k_prev]``
+    (uint8) for RVQ indices: one section per stage, so the level is the number of sections.
+    A section holds the indices of each of the G channel groups (group-major, then row-major
+    positions); group g's index at a position is coded with the table of context c =
+    context_map[s, g, k_prev], k_prev the previous stage's index of that group there. Tables of
+    one group (G = 1) may be stored without that axis, as before channel groups."""
 
     def __init__(self, counts: np.ndarray, context_map: np.ndarray) -> None:
+        counts, context_map = np.asarray(counts), np.asarray(context_map)
+        if counts.ndim == 3 and context_map.ndim == 2:  # one group
+            counts, context_map = counts[:, None], context_map[:, None]
         self.counts = np.ascontiguousarray(counts, dtype=np.uint16)
         self.context_map = np.ascontiguousarray(context_map, dtype=np.uint8)
-        self.sections, self.groups, self.alphabet = self.counts.shape
-        if self.context_map.shape != (self.sections, self.alphabet) or int(
+        if self.counts.ndim != 4:
+            raise ValueError("index tables must be (stages, groups, contexts, codes)")
+        self.sections, self.streams, self.groups, self.alphabet = self.counts.shape
+        if self.context_map.shape != (self.sections, self.streams, self.alphabet) or int(
             self.context_map.max(initial=0)
         ) >= self.groups:
             raise ValueError("context map does not match the tables")
@@ -148,23 +162,26 @@ class IndexEntropyModel(_Tables):
 
     @cached_property
     def _models(self) -> list[list[constriction.stream.model.Categorical]]:
-        return [[categorical(t) for t in row] for row in normalize_counts(self.counts)]
+        """Per section, the models of every (group, context), as the flat context ``_context`` gives."""
+        return [[categorical(t) for t in row.reshape(-1, self.alphabet)] for row in normalize_counts(self.counts)]
 
     @cached_property
     def bits(self) -> np.ndarray:
-        """Code length in bits (sections, groups, K) of each symbol, for rate-biased encoding."""
+        """Code length in bits (sections, groups, contexts, K) of each symbol, for rate-biased encoding."""
         return code_lengths(normalize_counts(self.counts)).astype(np.float32)
 
     def rate_cost(self, level: int, bias: float) -> Callable[[int, torch.Tensor | None], torch.Tensor]:
-        """Every code's bits (N, K), in the table group the section before's symbols at the
-        same N positions select (one (K,) row for the first section). The level does not
+        """Every code's bits (N, G, K), in the table the section before's symbols (N, G) at the
+        same positions select (one (G, K) row for the first section). The level does not
         enter: a stage's tables are the same at every level."""
         bits = torch.from_numpy(self.bits) * bias
+        groups = torch.arange(self.streams)
 
         def cost(section: int, previous: torch.Tensor | None) -> torch.Tensor:
             if previous is None:
-                return bits[section, 0]
-            return bits[section][torch.from_numpy(self._context(section, previous.numpy(), len(previous)))]
+                return bits[section, :, 0]
+            ctx = torch.from_numpy(self.context_map[section].astype(np.int64))[groups, previous]
+            return bits[section][groups, ctx]
 
         return cost
 
@@ -175,7 +192,7 @@ class IndexEntropyModel(_Tables):
         return len(chunks)
 
     def encode(self, symbols: np.ndarray, level: int | None = None) -> list[bytes]:
-        """Symbols (n, ...) -> one independent ANS chunk per section (little-endian u32 words)."""
+        """Symbols (n, groups, ...) -> one independent ANS chunk per section (little-endian u32 words)."""
         flat = symbols.reshape(len(symbols), -1).astype(np.int32)
         chunks = []
         for s in range(len(flat)):
@@ -186,7 +203,8 @@ class IndexEntropyModel(_Tables):
         return chunks
 
     def decode(self, chunks: list[bytes], shape: tuple[int, ...]) -> np.ndarray:
-        """Inverse of ``encode``: symbols (sections, *shape). Raises FormatError on junk."""
+        """Inverse of ``encode``: symbols (sections, *shape), shape's first axis the groups.
+        Raises FormatError on junk."""
         count = int(np.prod(shape))
         out = np.empty((len(chunks), count), dtype=np.int32)
         for s, chunk in enumerate(chunks):
@@ -196,25 +214,31 @@ class IndexEntropyModel(_Tables):
         return out.reshape(len(chunks), *shape)
 
     def _context(self, section: int, previous: np.ndarray | None, count: int) -> np.ndarray:
+        """Flat context (group x contexts + context) of each of ``count`` symbols of a section."""
+        group = np.repeat(np.arange(self.streams, dtype=np.intp), count // self.streams)
         if previous is None:
-            return np.zeros(count, dtype=np.intp)
-        return self.context_map[section][previous].astype(np.intp)
+            return group * self.groups
+        return group * self.groups + self.context_map[section][group, previous]
 
     # -- fitting ------------------------------------------------------------------------
     @classmethod
     def fit(cls, symbols: np.ndarray, alphabet: int, groups: int, seed: int = 0) -> IndexEntropyModel:
-        """Count symbols (sections, N); for s >= 1 cluster the previous symbol into ``groups``
-        contexts so that the conditional tables lose as little information as possible."""
-        n_sec = len(symbols)
-        counts = np.zeros((n_sec, groups, alphabet), dtype=np.int64)
-        context_map = np.zeros((n_sec, alphabet), dtype=np.uint8)
-        counts[0, :] = np.bincount(symbols[0], minlength=alphabet)
+        """Count symbols (sections, G, N), or (sections, N) for one group; for s >= 1 cluster the
+        previous symbol of each group into ``groups`` contexts so that the conditional tables
+        lose as little information as possible."""
+        symbols = symbols[:, None] if symbols.ndim == 2 else symbols
+        n_sec, streams = symbols.shape[:2]
+        counts = np.zeros((n_sec, streams, groups, alphabet), dtype=np.int64)
+        context_map = np.zeros((n_sec, streams, alphabet), dtype=np.uint8)
+        for g in range(streams):
+            counts[0, g, :] = np.bincount(symbols[0, g], minlength=alphabet)
         for s in range(1, n_sec):
-            joint = np.zeros((alphabet, alphabet), dtype=np.int64)
-            np.add.at(joint, (symbols[s - 1], symbols[s]), 1)
-            context_map[s] = _cluster_rows(joint, groups, seed)
-            for g in range(groups):
-                counts[s, g] = joint[context_map[s] == g].sum(0)
+            for g in range(streams):
+                joint = np.bincount(symbols[s - 1, g].astype(np.int64) * alphabet + symbols[s, g],
+                                    minlength=alphabet * alphabet).reshape(alphabet, alphabet)
+                context_map[s, g] = _cluster_rows(joint, groups, seed)
+                for c in range(groups):
+                    counts[s, g, c] = joint[context_map[s, g] == c].sum(0)
         return cls(quantise16(counts), context_map)
 
 

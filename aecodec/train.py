@@ -354,7 +354,8 @@ def train(cfg: TrainConfig, model_config: ModelConfig, resume: bool = False,
             model.bottleneck.adopt_levels(source.bottleneck, lat, seed=cfg.seed)
             new_bottleneck = False
         if hasattr(model.bottleneck, "adopt_coding_space") and hasattr(source.bottleneck, "coding_space"):
-            model.bottleneck.adopt_coding_space(*source.bottleneck.coding_space())  # an RVQ on a VAE's transforms
+            # an RVQ on a VAE's transforms, its stages refining as the VAE's levels do
+            model.bottleneck.adopt_coding_space(*source.bottleneck.coding_space(), steps=source.bottleneck.level_steps())
         step = cfg.warmup  # trained transforms replace the plain-autoencoder phase
         print(f"initialised from {init}" + (" (transforms only)" if new_bottleneck else ""))
     model.train()
@@ -436,7 +437,12 @@ def train(cfg: TrainConfig, model_config: ModelConfig, resume: bool = False,
     return export(model, train_imgs, views, out, device, step, time.time() - start, cfg.rate_bias)
 
 
-RATE_BIASES = (0.0, 0.1, 0.2, 0.4, 0.8)
+RATE_BIASES = (0.0, 0.1, 0.2, 0.4, 0.8, 1.0, 1.5)
+
+REFITS = 2
+"""Table fits on rate-biased symbols at export: the choices follow the tables and the tables the
+choices, and ECVQ codebooks (priced from the start) move further from the plain choices' tables
+than a small bias does, so one refit leaves them short of where they settle."""
 
 
 def choose_rate_bias(model: AutoEncoder, views: dict[str, list[torch.Tensor]], device: torch.device,
@@ -474,7 +480,8 @@ def export(model: AutoEncoder, train_imgs: list[torch.Tensor], views: dict[str, 
         bias = choose_rate_bias(model, views, device) if rate_bias is None else rate_bias
         if bias:  # rate-biased choices make the symbols more peaked: refit tables fitted on them
             model.config.rate_bias = bias
-            model.fit_entropy(train_symbols)
+            for _ in range(REFITS):
+                model.fit_entropy(train_symbols)
     model.to("cpu")
     path = out / f"{model.config.name}.safetensors"
     model.save(path)

@@ -5,6 +5,7 @@ What every bottleneck must do alike (round trips, determinism, rate control) is 
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 
 import numpy as np
@@ -242,6 +243,17 @@ def test_the_coding_space_is_where_the_finest_level_rounds(tiny_vae):
     assert torch.allclose(back, vae.decode(symbols[None], vae.levels), atol=1e-5)
 
 
+def test_level_steps_follow_the_channels_that_carry_bits(tiny_vae):
+    """Each level's step in the coding space (1 at the finest), a mean weighted by the bits each
+    channel gets there: with one gain ratio for all channels it is that ratio."""
+    vae = copy.deepcopy(tiny_vae.model.bottleneck)
+    steps = vae.level_steps()
+    assert steps[-1] == pytest.approx(1.0) and (steps[:-1] > 1).all()
+    with torch.no_grad():
+        vae.gain.copy_(vae.gain[-1] - torch.log(torch.tensor([8.0, 4.0, 2.0, 1.0]))[:, None])
+    assert torch.allclose(vae.level_steps(), torch.tensor([8.0, 4.0, 2.0, 1.0]), rtol=1e-4)
+
+
 def test_an_rvq_on_a_vaes_transforms_quantizes_in_its_coding_space(tmp_path, tiny_vae):
     out = train_from(tmp_path, tiny_vae.model, [
         "--name", "r", "--bottleneck", "rvq", "--channels", "8", "--latent", "8", "--stages", "4",
@@ -254,9 +266,9 @@ def test_an_rvq_on_a_vaes_transforms_quantizes_in_its_coding_space(tmp_path, tin
     y = torch.randn(1, 8, 2, 3) * 4
     first = rvq.encode(y, 1)[0, 0].reshape(-1)
     z = (y.permute(0, 2, 3, 1).reshape(-1, 8) - mean) @ project.T  # the nearest code in z, not in y
-    assert np.array_equal(first, torch.cdist(z, rvq.codebooks[0]).argmin(1).numpy())
+    assert np.array_equal(first, torch.cdist(z, rvq.codebooks[0, 0]).argmin(1).numpy())
     decoded = rvq.decode(rvq.encode(y, 4), 4).permute(0, 2, 3, 1).reshape(-1, 8)
-    codes = sum(rvq.codebooks[s][torch.from_numpy(rvq.encode(y, 4)[s].reshape(-1)).long()] for s in range(4))
+    codes = sum(rvq.codebooks[s, 0][torch.from_numpy(rvq.encode(y, 4)[s].reshape(-1)).long()] for s in range(4))
     assert torch.allclose(decoded, codes @ unproject.T + mean, atol=1e-5)
     assert codec.decompress(codec.compress(smooth_image(40, 30), 2)).size == (40, 30)
 

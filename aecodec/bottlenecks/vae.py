@@ -163,6 +163,21 @@ class GainedVAE(nn.Module):
         return (self.mean.clone(), self.gain[level].exp()[:, None] * self.rotation,
                 self.unrotation * self.inverse_gain[level].exp())
 
+    @torch.no_grad()
+    def level_steps(self) -> torch.Tensor:
+        """(levels,) each level's rounding step in ``coding_space`` units, coarsest first (1 at
+        the finest level): the geometric mean over channels of the finest gain over the
+        level's, each channel weighted by the bits its prior gives it there. The channels that
+        carry the rate set the level's rate-distortion slope; a plain median is set by the
+        many channels a coarse level rounds to 0 whatever their step, and was 2.3x too coarse
+        at level 1 of the shipped vae (45 steps against 19)."""
+        tables = self.prior_tables()
+        p = tables.counts.astype(np.float64)
+        p = p / p.sum(-1, keepdims=True)
+        bits = torch.from_numpy(-(p * np.log2(np.where(p > 0, p, 1.0))).sum(-1))  # (levels, C)
+        log_steps = (self.gain[-1] - self.gain).double()
+        return ((bits * log_steps).sum(1) / bits.sum(1).clamp(min=1e-9)).exp().float()
+
     def _rotate(self, latent: torch.Tensor) -> torch.Tensor:
         return torch.einsum("dc,bchw->bdhw", self.rotation, latent - self.mean[:, None, None])
 
