@@ -441,8 +441,8 @@ RATE_BIASES = (0.0, 0.1, 0.2, 0.4, 0.8, 1.0, 1.5)
 
 REFITS = 2
 """Table fits on rate-biased symbols at export: the choices follow the tables and the tables the
-choices, and ECVQ codebooks (priced from the start) move further from the plain choices' tables
-than a small bias does, so one refit leaves them short of where they settle."""
+choices, and the first fit is on plain choices, which ECVQ codebooks (priced from the start,
+rate bias 1) are furthest from; a second fit starts from tables made on biased choices."""
 
 
 def choose_rate_bias(model: AutoEncoder, views: dict[str, list[torch.Tensor]], device: torch.device,
