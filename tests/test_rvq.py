@@ -106,3 +106,13 @@ def test_files_from_before_channel_groups_load_as_one_group():
     counts = np.ones((3, 2, 8), dtype=np.uint16)
     legacy = IndexEntropyModel(counts, np.zeros((3, 8), dtype=np.uint8))  # tables without the group axis
     assert legacy.counts.shape == (3, 1, 2, 8) and legacy.streams == 1
+
+
+def test_grouped_encoding_in_chunks_gives_the_same_symbols(monkeypatch):
+    """Positions are quantized a few at a time (the chunk shrinks with the number of groups, so
+    the distance matrices stay small); chunking changes no choice."""
+    rvq, latents = _grouped_rvq()
+    y = latents[:60].T.reshape(1, 8, 6, 10)
+    whole = rvq.encode(y, 3)
+    monkeypatch.setattr("aecodec.bottlenecks.rvq.ENCODE_CHUNK", 4 * 7)  # 7 positions per chunk
+    assert np.array_equal(rvq.encode(y, 3), whole)

@@ -88,8 +88,8 @@ def ecvq(x: torch.Tensor, k: int, price: float, iters: int,
 
 
 ENCODE_CHUNK = 1 << 15
-"""Latent positions quantized at a time: the distance matrices of a 48 MP image would take
-GBs (positions x codebook size floats) if made at once."""
+"""Latent positions times channel groups quantized at a time: the distance matrices of a 48 MP
+image would take GBs (positions x groups x codebook size floats) if made at once."""
 
 
 @register("rvq")
@@ -269,8 +269,9 @@ class ResidualVQ(nn.Module):
         flat = self._to_space(rearrange(latent, "b c h w -> (b h w) c").float())
         value = self.bit_value() if cost is not None else None
         out = np.empty((level, b * h * w, self.groups), dtype=np.int32)
-        for start in range(0, len(flat), ENCODE_CHUNK):  # positions are independent
-            residual = self._grouped(flat[start : start + ENCODE_CHUNK].clone())
+        chunk = max(ENCODE_CHUNK // self.groups, 1)
+        for start in range(0, len(flat), chunk):  # positions are independent
+            residual = self._grouped(flat[start : start + chunk].clone())
             idx = None
             for s in range(level):
                 dist = _group_distances(residual, self.codebooks[s])
