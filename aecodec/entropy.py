@@ -171,17 +171,19 @@ class IndexEntropyModel(_Tables):
         return code_lengths(normalize_counts(self.counts)).astype(np.float32)
 
     def rate_cost(self, level: int, bias: float) -> Callable[[int, torch.Tensor | None], torch.Tensor]:
-        """Every code's bits (N, G, K), in the table the section before's symbols (N, G) at the
-        same positions select (one (G, K) row for the first section). The level does not
-        enter: a stage's tables are the same at every level."""
+        """Every code's bits (G, N, K), in the table the section before's symbols (G, N) at the
+        same positions select (one (G, 1, K) row per group for the first section). The level
+        does not enter: a stage's tables are the same at every level."""
         bits = torch.from_numpy(self.bits) * bias
-        groups = torch.arange(self.streams)
+        rows = bits.reshape(self.sections, -1, self.alphabet)  # flat contexts, as ``_context``
+        maps = torch.from_numpy(self.context_map.astype(np.int64))
+        first = torch.arange(self.streams)[:, None] * self.groups
 
         def cost(section: int, previous: torch.Tensor | None) -> torch.Tensor:
             if previous is None:
-                return bits[section, :, 0]
-            ctx = torch.from_numpy(self.context_map[section].astype(np.int64))[groups, previous]
-            return bits[section][groups, ctx]
+                return bits[section, :, :1]
+            flat = first + maps[section].gather(1, previous.long())
+            return rows[section].index_select(0, flat.reshape(-1)).view(*flat.shape, self.alphabet)
 
         return cost
 

@@ -114,5 +114,5 @@ def test_grouped_encoding_in_chunks_gives_the_same_symbols(monkeypatch):
     rvq, latents = _grouped_rvq()
     y = latents[:60].T.reshape(1, 8, 6, 10)
     whole = rvq.encode(y, 3)
-    monkeypatch.setattr("aecodec.bottlenecks.rvq.ENCODE_CHUNK", 4 * 7)  # 7 positions per chunk
+    monkeypatch.setattr("aecodec.bottlenecks.rvq.ENCODE_CHUNK", 4 * 16 * 7)  # 7 positions per chunk
     assert np.array_equal(rvq.encode(y, 3), whole)
