@@ -53,9 +53,10 @@ def interpolate(curve: list[tuple[float, float]], rate: float) -> float | None:
     return float(np.interp(np.log(rate), rates, scores))
 
 
-def positions(img: Image.Image) -> int:
-    """Latent positions (symbols per stage) of an image: 1/16 of each padded side."""
-    return -(-img.width // STRIDE) * -(-img.height // STRIDE)
+def symbols_per_stage(codec: aecodec.Codec, img: Image.Image) -> int:
+    """RVQ indices per stage of an image: one per channel group at each latent position (1/16
+    of each padded side)."""
+    return int(np.prod(codec.model.bottleneck.symbol_shape(-(-img.height // STRIDE), -(-img.width // STRIDE))))
 
 
 def _coding_gain(codec: aecodec.Codec, level: int, rates: list[float], images: list[Image.Image]) -> float | None:
@@ -64,7 +65,7 @@ def _coding_gain(codec: aecodec.Codec, level: int, rates: list[float], images: l
     alphabet = getattr(codec.model.bottleneck, "alphabet", None)
     if alphabet is None:
         return None
-    fixed = sum(level * positions(img) * np.log2(alphabet) for img in images)
+    fixed = sum(level * symbols_per_stage(codec, img) * np.log2(alphabet) for img in images)
     return 1 - sum(r * img.width * img.height for r, img in zip(rates, images)) / fixed
 
 

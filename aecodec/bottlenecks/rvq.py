@@ -101,7 +101,8 @@ class ResidualVQ(nn.Module):
     VQ keep scaling with rate: on the lapped vae's latent, 96 stages of one 256-dimensional
     codebook each gained 1.3 dB from 22 to 45 stages, where 4-dimensional groups at the vae's
     own steps spent 7% fewer bits than its scalar rounding, measured in the coding space on
-    training crops (issue 24's notes; a codec-level measurement is still to come)."""
+    training crops. As a codec (the shipped rvq) they stay about 1.5 dB behind that vae at
+    equal bpp: a residual quantizer pays for each earlier stage's choice (the rvq card)."""
 
     entropy_model = IndexEntropyModel
 
