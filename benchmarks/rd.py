@@ -83,11 +83,13 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 OTHER_BENCHMARKS = {
     "ceiling.md": ("The transforms' ceiling: no quantization",
-                   "python -m benchmarks.ceiling --kodak ../shared/data/kodak --train ../shared/data/train --model vae"),
+                   "python -m benchmarks.ceiling --kodak ../shared/data/kodak --train ../shared/data/train"),
     "denoise.md": ("Denoising: noisy Kodak", "python -m benchmarks.denoise --dataset ../shared/data/kodak"),
     "codes.md": ("The code itself: sparsity and stability", "python -m benchmarks.codes --dataset ../shared/data/kodak"),
     "context.md": ("Entropy models: context tables against factorized tables",
                    "python -m benchmarks.context --dataset ../shared/data/kodak --train ../shared/data/train --model vae"),
+    "index_context.md": ("Entropy models: what context could save on the rvq's indices",
+                         "python -m benchmarks.index_context --train ../shared/data/train"),
 }
 """Tables other benchmark scripts write, included in the report (title, command that makes them)."""
 

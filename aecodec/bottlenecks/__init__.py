@@ -36,8 +36,9 @@ model's tables, added to each choice's distortion when encoding section ``sectio
 (entropy-constrained quantization; the bottleneck turns bits into its own distortion units).
 Its entropy model says what ``symbols`` are: for the RVQ's index tables, the flat symbols of the
 section before (groups, N) at the same N positions (None for the first), and the penalty is
-(groups, N, alphabet), or one (groups, 1, alphabet) row for all positions, over every code; for a factorized prior (the VAE's),
-candidate values (B, C, h, w), and the penalty is one per value."""
+(groups, N, alphabet), or one (groups, 1, alphabet) row for all positions, over every code;
+for a factorized prior (the VAE's), candidate values (B, C, h, w), and the penalty is one per
+value."""
 
 
 class EntropyModel(Protocol):
