@@ -21,7 +21,7 @@ import numpy as np
 from PIL import Image, ImageOps
 
 import aecodec
-from aecodec import transforms
+from aecodec import imageio, transforms
 from aecodec.codec import SAMPLE
 
 
@@ -78,6 +78,8 @@ def main() -> None:
     args = parser.parse_args()
     image = mosaic(args.width, args.height, args.mosaic) if args.mosaic else mirror_tiled(args.width, args.height)
     codec = aecodec.load("rvq")
+    # a file this size is refused by default (a hostile header could ask for it); this one is ours
+    imageio.MAX_DECODE_PIXELS = max(imageio.MAX_DECODE_PIXELS, args.width * args.height)
     t = time.perf_counter()
     data = codec.compress(image, args.quality)
     encode_s = time.perf_counter() - t
