@@ -231,7 +231,7 @@ class _Task:
     kind: str  # "encode" or "decode"
     model: object  # a Codec (in-process), a name or path for load(), an exported model's bytes,
     # or None (decode: the shipped model each file names)
-    target: dict = field(default_factory=dict)  # encode: Codec.compress's quality, refine, bpp, psnr
+    target: dict = field(default_factory=dict)  # encode: Codec.compress's quality, refine, bpp, psnr, beam
     stages: int | None = None
     force: bool = False
 
@@ -537,7 +537,7 @@ def compress_files(inputs: Iterable[PathLike], dst: PathLike, quality: int | Non
     ``workers`` > 1 runs that many processes (0: one per CPU core). Failures are collected in
     the Summary (``summary.check()`` raises if any); ``progress`` draws a bar on stderr and
     reports each failure there as it happens. ``target`` takes Codec.compress's ``refine``,
-    ``bpp`` or ``psnr``, applied to every image.
+    ``bpp`` or ``psnr``, and ``beam``, applied to every image.
     """
     out = Path(dst)
     pairs = [(Path(p), out / (Path(p).stem + AEC_SUFFIX)) for p in inputs]
@@ -545,7 +545,7 @@ def compress_files(inputs: Iterable[PathLike], dst: PathLike, quality: int | Non
 
 
 def _target(quality: int | None, target: dict) -> dict:
-    unknown = set(target) - {"refine", "bpp", "psnr"}
+    unknown = set(target) - {"refine", "bpp", "psnr", "beam"}
     if unknown:
         raise TypeError(f"unexpected arguments {sorted(unknown)}")
     return {"quality": quality} | {k: v for k, v in target.items() if v is not None}

@@ -89,7 +89,7 @@ def _encode_one(src: Path, dst: Path, args: argparse.Namespace) -> None:
 
 
 def _target(args: argparse.Namespace) -> dict:
-    return {"refine": args.refine, "bpp": args.bpp, "psnr": args.psnr}
+    return {"refine": args.refine, "bpp": args.bpp, "psnr": args.psnr, "beam": args.beam}
 
 
 def _level(i) -> str:
@@ -252,6 +252,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="instead of a quality: the largest file within this many bits per pixel")
     target.add_argument("--psnr", type=float, default=None,
                         help="instead of a quality: the smallest file reaching this PSNR (dB)")
+    p.add_argument("--beam", type=int, default=1, metavar="N",
+                   help="rvq: search N code paths through the stages (slower encoding, smaller files; default 1)")
     p.set_defaults(func=_encode)
     p = sub.add_parser("decode", help="decompress .aec to images (format from the extension or --format)",
                        usage="aecodec decode INPUT OUTPUT [options]\n"

@@ -108,10 +108,12 @@ class AutoEncoder(nn.Module):
         return cls.from_bytes(Path(path).read_bytes())
 
     @torch.no_grad()
-    def symbols(self, latent: torch.Tensor, level: int) -> np.ndarray:
+    def symbols(self, latent: torch.Tensor, level: int, beam: int = 1) -> np.ndarray:
         """Latent (B, C, h, w) -> symbols (sections, B, *symbol_shape) at ``level``, within the
-        tables' range, rate-biased if configured."""
-        symbols = self.bottleneck.encode(latent, level, self.rate_cost(level))
+        tables' range, rate-biased if configured; ``beam`` > 1 searches that many code paths
+        where the bottleneck can (``beam_search``)."""
+        search = {"paths": beam} if beam > 1 else {}
+        symbols = self.bottleneck.encode(latent, level, self.rate_cost(level), **search)
         return symbols if self.entropy is None else self.entropy.constrain(symbols, level)
 
     def rate_cost(self, level: int) -> RateCost | None:

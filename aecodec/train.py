@@ -195,12 +195,12 @@ def symbols_of(model: AutoEncoder, images: list[torch.Tensor],
 
 
 @torch.no_grad()
-def validate(model: AutoEncoder, images: list[torch.Tensor], device: torch.device) -> list[dict]:
+def validate(model: AutoEncoder, images: list[torch.Tensor], device: torch.device, beam: int = 1) -> list[dict]:
     """PSNR and real coded bpp at every quality level on the held-out images. Before export
     the tables are provisional: fitted on these images' own symbols (RVQ indices, VAE context
     tables: so slightly optimistic, alike at every checkpoint) or derived from the current
-    prior (the VAE's factorized tables). Leaves each module in the mode it
-    found it in (a decoder-only run keeps its frozen parts in eval)."""
+    prior (the VAE's factorized tables). ``beam`` as ``AutoEncoder.symbols``. Leaves each
+    module in the mode it found it in (a decoder-only run keeps its frozen parts in eval)."""
     was_training = {m: m.training for m in model.modules()}
     model.eval()
     latents = _latents(model, images, device)
@@ -212,7 +212,7 @@ def validate(model: AutoEncoder, images: list[torch.Tensor], device: torch.devic
         mse, bits, pixels = [], 0.0, 0
         for img, lat in zip(images, latents):
             x = img[None].float().div(255)
-            sym = model.symbols(lat, level)
+            sym = model.symbols(lat, level, beam)
             x_hat = model.synthesis(model.bottleneck.decode(sym, level).to(device)).cpu()[..., : x.shape[2], : x.shape[3]]
             mse.append(torch.mean((x_hat.clamp(0, 1).mul(255).round().div(255) - x) ** 2))  # what an 8-bit file holds
             pixels += x.shape[2] * x.shape[3]

@@ -83,16 +83,19 @@ class PillowCodec:
 
 
 class AecodecCodec:
-    """An aecodec model at each of its quality levels."""
+    """An aecodec model at each of its quality levels; with ``beam`` > 1, encoding with that
+    beam search (a curve of its own)."""
 
-    def __init__(self, model: str | Path) -> None:
+    def __init__(self, model: str | Path, beam: int = 1) -> None:
         import aecodec  # torch is heavy: only the runner's main process needs it
 
         self.codec = aecodec.load(model)
         self.source = str(model)
+        self.beam = beam
         path = Path(str(model))
         shipped = path.suffix != ".safetensors"
         self.name = f"aecodec {self.codec.name}" if shipped else f"aecodec {path.parent.name}/{path.stem}"
+        self.name += f", beam {beam}" if beam > 1 else ""
         self._version = aecodec.__version__
 
     def identity(self) -> dict[str, Any]:
@@ -104,7 +107,7 @@ class AecodecCodec:
     fine_points = points
 
     def encode(self, image: Image.Image, params: Params) -> bytes:
-        return self.codec.compress(image, **params)
+        return self.codec.compress(image, **params, beam=self.beam)
 
     def decode(self, data: bytes) -> Image.Image:
         return self.codec.decompress(data).convert("RGB")

@@ -1,7 +1,7 @@
 """Rate-distortion on the held-out training images (the last four of the training folder), the
 only images a model may be selected or tuned on, against Pillow JPEG 4:2:0.
 
-    python -m benchmarks.heldout --dataset ../shared/data/train [--model vae | --model runs/x/checkpoint.pt --out F]
+    python -m benchmarks.heldout --dataset ../shared/data/train [--model vae | --model runs/x/checkpoint.pt --out F] [--beam N]
 
 Two views of the same four photographs: their 512x512 top-left corners (what ``aecodec
 train`` validates on) and the whole images downscaled by 2 (Lanczos), whose detail per pixel is
@@ -45,11 +45,11 @@ def views(dataset: Path) -> dict[str, list[Image.Image]]:
             for name, view in held_out_views(images).items()}
 
 
-def run(dataset: Path, model: str) -> dict:
+def run(dataset: Path, model: str, beam: int = 1) -> dict:
     net = load_model(model)
-    result = {"model": model, "sets": {}}
+    result = {"model": model, "beam": beam, "sets": {}}
     for name, images in views(dataset).items():
-        rows = validate(net, [torch.from_numpy(np.array(im)).permute(2, 0, 1) for im in images], torch.device("cpu"))
+        rows = validate(net, [torch.from_numpy(np.array(im)).permute(2, 0, 1) for im in images], torch.device("cpu"), beam)
         rates, scores = [r["bpp"] for r in rows], [r["psnr"] for r in rows]
         bd = {}
         for anchor, optimize in (("jpeg", False), ("jpeg_optimized", True)):
@@ -60,7 +60,8 @@ def run(dataset: Path, model: str) -> dict:
 
 
 def markdown(result: dict) -> str:
-    lines = [f"Held-out images, model `{result['model']}`:", "",
+    search = f", beam search of {result['beam']} paths" if result.get("beam", 1) > 1 else ""
+    lines = [f"Held-out images, model `{result['model']}`{search}:", "",
              "| images | bpp / PSNR (dB) per quality | BD-rate vs JPEG (default tables) | vs JPEG (optimised) |",
              "|---|---|---|---|"]
     for name, s in result["sets"].items():

@@ -1,7 +1,7 @@
 """Round-trip every image of a folder through ``aecodec encode`` / ``aecodec decode`` at every
 quality level, check size and mode, and tabulate average bpp and PSNR against Pillow JPEG.
 
-    python -m benchmarks.kodak_roundtrip --dataset ../shared/data/kodak [--model rvq]
+    python -m benchmarks.kodak_roundtrip --dataset ../shared/data/kodak [--model rvq] [--beam N]
 
 bpp counts the whole .aec file (header included); PSNR is on 8-bit RGB, averaged per image
 (as CompressAI reports it). JPEG is Pillow's 4:2:0 at quality 5, 10, ..., 95; its PSNR at our
@@ -69,7 +69,7 @@ def _coding_gain(codec: aecodec.Codec, level: int, rates: list[float], images: l
     return 1 - sum(r * img.width * img.height for r, img in zip(rates, images)) / fixed
 
 
-def run(dataset: Path, model: str) -> dict:
+def run(dataset: Path, model: str, beam: int = 1) -> dict:
     files = sorted(dataset.glob("*.png"))
     codec = aecodec.load(model)
     images = [Image.open(f).convert("RGB") for f in files]
@@ -81,7 +81,8 @@ def run(dataset: Path, model: str) -> dict:
                 aec, png = Path(tmp) / f"{f.stem}.aec", Path(tmp) / f"{f.stem}.png"
                 t = time.perf_counter()
                 with redirect_stdout(io.StringIO()):
-                    if cli(["encode", str(f), str(aec), "--model", model, "--quality", str(q), "--force"]) or \
+                    if cli(["encode", str(f), str(aec), "--model", model, "--quality", str(q), "--beam", str(beam),
+                            "--force"]) or \
                             cli(["decode", str(aec), str(png), "--model", model, "--force"]):
                         raise SystemExit(f"round trip failed on {f} at quality {q}")
                 seconds += time.perf_counter() - t
@@ -100,7 +101,7 @@ def run(dataset: Path, model: str) -> dict:
         ref = interpolate(jpeg, r["bpp"])
         r["jpeg_psnr"] = ref
         r["margin_db"] = None if ref is None else r["psnr"] - ref
-    return {"model": model, "fingerprint": codec.fingerprint.hex(), "images": len(files),
+    return {"model": model, "beam": beam, "fingerprint": codec.fingerprint.hex(), "images": len(files),
             "rows": rows, "jpeg": [{"bpp": b, "psnr": p} for b, p in jpeg]}
 
 
@@ -116,17 +117,19 @@ def markdown(result: dict) -> str:
 
 
 def script(doc: str, run: Callable[[Path, str], dict], markdown: Callable[[dict], str], name: str) -> None:
-    """The command line of a benchmark over one folder of images: --dataset, --model, --out;
-    writes results/<name>.json (<name>_<model>.json for a model other than rvq) and .md and
-    prints the table."""
+    """The command line of a benchmark over one folder of images: --dataset, --model, --out,
+    --beam; writes results/<name>.json (<name>_<model>.json for a model other than rvq,
+    _beam<N> added for a beam search) and .md and prints the table."""
     parser = argparse.ArgumentParser(description=doc.split("\n\n")[0])
     parser.add_argument("--dataset", type=Path, required=True)
     parser.add_argument("--model", default="rvq")
     parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--beam", type=int, default=1, help="encode with an N-path beam search (rvq models)")
     args = parser.parse_args()
     if args.out is None:
-        args.out = Path(__file__).parent / "results" / (f"{name}.json" if args.model == "rvq" else f"{name}_{args.model}.json")
-    save(args.out, run(args.dataset, args.model), markdown)
+        stem = name if args.model == "rvq" else f"{name}_{args.model}"
+        args.out = Path(__file__).parent / "results" / (stem + (f"_beam{args.beam}" if args.beam > 1 else "") + ".json")
+    save(args.out, run(args.dataset, args.model, args.beam), markdown)
 
 
 def save(out: Path, result: dict, markdown: Callable[[dict], str]) -> None:

@@ -27,6 +27,7 @@ import torch
 from tqdm import tqdm
 
 import aecodec
+from aecodec.codec import DEFAULT_MODEL
 
 from . import plots, report
 from .cache import ResultCache, cache_key
@@ -55,6 +56,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     crop_image = _crop_image(images, args.crop_image)
     classical = classical_codecs()
     learned = [AecodecCodec(m) for m in (*aecodec.available_models(), *args.model)]
+    learned += [AecodecCodec(DEFAULT_MODEL, beam) for beam in args.beam]
     cache = ResultCache(args.cache or args.out / "cache.jsonl")
 
     with _workers(args.workers) as mapper:
@@ -199,6 +201,8 @@ def _parse(argv: Sequence[str]) -> argparse.Namespace:
     p.add_argument("--images", type=int, help="only the first N images (by name)")
     p.add_argument("--model", action="append", default=[], metavar="PATH",
                    help="an exported .safetensors model to add to the shipped ones (repeatable)")
+    p.add_argument("--beam", type=int, action="append", default=[], metavar="N",
+                   help="also the default model encoded with an N-path beam search (repeatable)")
     p.add_argument("--cache", type=Path, help="result cache (default: OUT/cache.jsonl)")
     p.add_argument("--report", type=Path, default=Path(__file__).parent / "RESULTS.md",
                    help="Markdown report to write (default: benchmarks/RESULTS.md)")

@@ -50,6 +50,13 @@ def test_encode_default_quality(benchmark, codec, kodak_size):
     assert data[:4] == b"\x89AEC"
 
 
+def test_encode_default_quality_beam_4(benchmark, codec, kodak_size):
+    """What ``--beam 4`` costs; the files it makes are smaller (the rvq card)."""
+    data = benchmark(codec.compress, kodak_size, beam=4)
+    _rate(benchmark, PIXELS / 1e6, "megapixels_per_s")
+    assert data[:4] == b"\x89AEC"
+
+
 def test_decode_default_quality(benchmark, codec, kodak_size):
     data = codec.compress(kodak_size)
     out = benchmark(codec.decompress, data)

@@ -165,3 +165,14 @@ def test_encode_with_refinement_and_info(capsys, tmp_path, png, tiny_path):
     assert code == 0 and "step 5 (max error 2)" in stdout
     code, _, err = run(capsys, "encode", png, tmp_path / "x.aec", "--model", tiny_path, "--refine", "0")
     assert code == 2 and "outside 1..255" in err
+
+
+def test_encode_with_a_beam_search(capsys, tmp_path, png, tiny_path, tiny_vae):
+    out = tmp_path / "b.aec"
+    code, stdout, _ = run(capsys, "encode", png, out, "--model", tiny_path, "-q", "3", "--beam", "4")
+    assert code == 0 and "quality 3" in stdout
+    assert aecodec.load(tiny_path).decompress(out.read_bytes()).size == (50, 30)
+    code, _, err = run(capsys, "encode", png, tmp_path / "x.aec", "--model", tiny_path, "--beam", "0")
+    assert code == 2 and "outside 1..16" in err and not (tmp_path / "x.aec").exists()
+    with pytest.raises(aecodec.UsageError, match="needs an rvq model"):
+        tiny_vae.compress(Image.open(png), 1, beam=2)

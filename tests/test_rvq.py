@@ -116,3 +116,42 @@ def test_grouped_encoding_in_chunks_gives_the_same_symbols(monkeypatch):
     whole = rvq.encode(y, 3)
     monkeypatch.setattr("aecodec.bottlenecks.rvq.ENCODE_CHUNK", 4 * 16 * 7)  # 7 positions per chunk
     assert np.array_equal(rvq.encode(y, 3), whole)
+
+
+def _objective(rvq: ResidualVQ, y: torch.Tensor, sym: np.ndarray, tables: IndexEntropyModel, bias: float) -> float:
+    """What the encoder minimises, summed: the error left plus every code's priced bits."""
+    value = rvq.bit_value()
+    bits = torch.from_numpy(tables.bits)  # (S, G, contexts, K)
+    idx = torch.from_numpy(sym[:, 0].reshape(len(sym), rvq.groups, -1)).long()  # (S, G, N)
+    groups = torch.arange(rvq.groups)[:, None]
+    priced = 0.0
+    for s in range(len(sym)):
+        ctx = torch.zeros_like(idx[s]) if s == 0 else torch.from_numpy(tables.context_map[s].astype(np.int64))[groups, idx[s - 1]]
+        priced += float(bias * value[s] * bits[s][groups, ctx, idx[s]].sum())
+    error = (rvq.decode(sym, len(sym)) - y).square().sum()
+    return float(error) + priced
+
+
+def test_beam_search_finds_cheaper_codes_that_decode_as_any():
+    """More paths find codes that cost less in what the encoder minimises, and the symbols
+    are ordinary ones: the decoder cannot tell."""
+    rvq, latents = _grouped_rvq()
+    y = latents[:2048].T.reshape(1, 8, 32, 64)
+    tables = rvq.fit_entropy(lambda level: [rvq.encode(y, level)], ModelConfig(context_groups=4))
+    cost = tables.rate_cost(3, 0.5)
+    greedy = rvq.encode(y, 3, cost)
+    assert np.array_equal(rvq.encode(y, 3, cost, paths=1), greedy)
+    scores = [_objective(rvq, y, rvq.encode(y, 3, cost, paths=p), tables, 0.5) for p in (1, 2, 4)]
+    assert scores[0] == _objective(rvq, y, greedy, tables, 0.5)
+    assert scores[2] < scores[1] < scores[0]
+    beam = rvq.encode(y, 3, cost, paths=4)
+    assert beam.shape == greedy.shape and beam.dtype == greedy.dtype
+    assert np.array_equal(tables.decode(tables.encode(beam[:, 0], 3), beam.shape[2:]), beam[:, 0])
+
+
+def test_beam_search_in_chunks_gives_the_same_symbols(monkeypatch):
+    rvq, latents = _grouped_rvq()
+    y = latents[:60].T.reshape(1, 8, 6, 10)
+    whole = rvq.encode(y, 3, paths=3)
+    monkeypatch.setattr("aecodec.bottlenecks.rvq.ENCODE_CHUNK", 4 * 16 * 3 * 7)  # 7 positions per chunk
+    assert np.array_equal(rvq.encode(y, 3, paths=3), whole)

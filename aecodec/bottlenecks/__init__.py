@@ -70,7 +70,9 @@ class Bottleneck(Protocol):
 
     def encode(self, latent: torch.Tensor, level: int, cost: RateCost | None = None) -> np.ndarray:
         """Latent (B, C, h, w) -> int32 symbols (sections, B, *symbol_shape), each choice
-        minimising distortion plus ``cost`` where the bottleneck supports it."""
+        minimising distortion plus ``cost`` where the bottleneck supports it. A bottleneck
+        whose class sets ``beam_search = True`` also takes ``paths``, the code sequences a
+        beam search keeps (1: greedy)."""
         ...
 
     def decode(self, symbols: np.ndarray, level: int) -> torch.Tensor:
