@@ -30,8 +30,8 @@ SAMPLE = Path(__file__).parent / "data" / "sample.png"
 """A 384x256 crop of Kodak image 23, released by Kodak for unrestricted use."""
 DEFAULT_MODEL = "rvq"
 MAX_BEAM = 16
-"""Widest beam search an encode may ask for: each path costs about one greedy encoding's
-quantizer time, and past a few paths the files hardly shrink (the rvq card)."""
+"""Widest beam search an encode may ask for: the quantizer's time grows about twice as fast
+as the paths, and past four paths the files grow again (the rvq card)."""
 
 
 def available_models() -> list[str]:
@@ -143,7 +143,7 @@ class Codec:
         ``refine`` adds a refinement layer with that quantizer step: no sample is then off by
         more than ``refine // 2`` (1 is lossless on the encoding machine). ``beam`` > 1 (rvq
         models) searches that many code paths through the stages instead of choosing stage by
-        stage: smaller files for about ``beam`` + 1 times the quantizer's time (the rvq card
+        stage: smaller files for about 2 x ``beam`` times the quantizer's time (the rvq card
         measures both); decoding is unchanged."""
         self.check_target(quality, refine, beam=beam)
         level = self.level_for(quality)
