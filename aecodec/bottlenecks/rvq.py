@@ -278,7 +278,7 @@ class ResidualVQ(nn.Module):
         held-out views 2 paths spent 3.7-5.0% fewer bits than greedy (BD-rate), 4 paths
         4.2-6.1%, 8 paths less than 4 (the priced objective is not exactly the file's rate
         and PSNR). Its first stages depend on the level, so truncating such a file gives
-        valid, slightly worse lower levels."""
+        valid lower levels that differ from encoding at them."""
         b, _, h, w = latent.shape
         z = self._to_space(rearrange(latent, "b c h w -> (b h w) c").float())
         grouped = rearrange(z, "n (g d) -> g n d", g=self.groups)
