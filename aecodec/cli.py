@@ -183,6 +183,7 @@ def _demo(args: argparse.Namespace) -> None:
 
 
 def _train(args: argparse.Namespace) -> None:
+    from . import bottlenecks
     from .bottlenecks.vae import LAMBDAS
     from .model import ModelConfig
     from .train import TrainConfig, train
@@ -199,6 +200,9 @@ def _train(args: argparse.Namespace) -> None:
         lambdas = [float(v) for v in args.lambdas.split(",")] if args.lambdas else list(LAMBDAS)
         bottleneck_args: dict = {"lambdas": lambdas} | ({"sparsity": args.sparsity} if args.bottleneck == "sparse" else {})
         default_qualities = list(range(1, len(lambdas) + 1))
+    elif args.bottleneck == "lattice":  # planes, head and steps: LatticeRVQ's defaults
+        bottleneck_args = {}
+        default_qualities = list(range(1, bottlenecks.create("lattice", dim=args.latent).levels + 1))
     else:
         bottleneck_args = {"stages": args.stages, "codebook_size": args.codebook_size} | \
             ({"group_dim": args.group_dim} if args.group_dim else {})
@@ -288,8 +292,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="run folder: checkpoint.pt, log.jsonl, exported model")
     p.add_argument("--name", default=None,
                    help="model id (default: the bottleneck's name; on --resume, the checkpoint's)")
-    p.add_argument("--bottleneck", default="rvq", choices=["rvq", "vae", "sparse"],
-                   help="rvq: residual vector quantizer; vae: scalar latent under a learned factorized prior; "
+    p.add_argument("--bottleneck", default="rvq", choices=["rvq", "lattice", "vae", "sparse"],
+                   help="rvq: residual vector quantizer with learned codebooks; lattice: residual quantizer whose "
+                        "stages halve a lattice step (bit-planes; --init from a vae); vae: scalar latent under a learned factorized prior; "
                         "sparse: the vae with an L1 penalty, coded as significance map plus values")
     p.add_argument("--steps", type=int, default=20000)
     p.add_argument("--batch-size", type=int, default=16)

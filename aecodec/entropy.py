@@ -14,7 +14,7 @@ so the CDF it builds is exact integer arithmetic too (see docs/FORMAT.md).
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from functools import cached_property
 
 import constriction
@@ -56,13 +56,21 @@ def push_groups(coder: constriction.stream.stack.AnsCoder, symbols: np.ndarray,
     go on in reverse and ``pop_groups`` takes them off as g = 0, 1, ... (row-major within).
     One stable sort finds every group, instead of a mask per group (an RVQ stage of 64
     channel groups has 1024 tables)."""
+    push_grouped(coder, *grouped(symbols, ctx, len(models)), models)
+
+
+def grouped(symbols: np.ndarray, ctx: np.ndarray, groups: int) -> tuple[np.ndarray, list[tuple[int, int, int]]]:
+    """The symbols ``push_groups`` codes, in its order, and the runs of each group in them:
+    all a pass needs kept until its section is pushed."""
     flat_ctx = ctx.reshape(-1)
-    order = np.argsort(flat_ctx, kind="stable")
-    bounds = np.searchsorted(flat_ctx[order], np.arange(len(models) + 1)).tolist()
-    ordered = symbols.reshape(-1)[order].astype(np.int32)
-    for g in reversed(range(len(models))):
-        if bounds[g + 1] > bounds[g]:
-            coder.encode_reverse(ordered[bounds[g] : bounds[g + 1]], models[g])
+    order = _group_order(flat_ctx)
+    return symbols.reshape(-1)[order], _runs(flat_ctx[order], groups)
+
+
+def push_grouped(coder: constriction.stream.stack.AnsCoder, ordered: np.ndarray,
+                 runs: list[tuple[int, int, int]], models: list) -> None:
+    for g, start, end in reversed(runs):
+        coder.encode_reverse(ordered[start:end].astype(np.int32), models[g])
 
 
 def pop_groups(coder: constriction.stream.stack.AnsCoder, ctx: np.ndarray, models: list,
@@ -72,13 +80,30 @@ def pop_groups(coder: constriction.stream.stack.AnsCoder, ctx: np.ndarray, model
     the positions in group order, row-major within each, instead of a mask per group."""
     if not out.flags.c_contiguous:
         raise ValueError("pop_groups fills a contiguous array in place")
-    flat_out = out.reshape(-1)
     flat_ctx = ctx.reshape(-1)
-    order = np.argsort(flat_ctx, kind="stable")
-    bounds = np.searchsorted(flat_ctx[order], np.arange(len(models) + 1)).tolist()
-    for g in range(len(models)):
-        if bounds[g + 1] > bounds[g]:
-            flat_out[order[bounds[g] : bounds[g + 1]]] = coder.decode(models[g], bounds[g + 1] - bounds[g])
+    order = _group_order(flat_ctx)
+    runs = _runs(flat_ctx[order], len(models))
+    if runs:
+        order = order[runs[0][1] : runs[-1][2]]  # contexts beyond the models stay as they are
+        out.reshape(-1)[order] = np.concatenate([coder.decode(models[g], end - start) for g, start, end in runs])
+
+
+def _runs(sorted_ctx: np.ndarray, groups: int) -> list[tuple[int, int, int]]:
+    """(group, start, end) of each non-empty group 0..groups-1 in sorted contexts."""
+    bounds = np.searchsorted(sorted_ctx, np.arange(groups + 1))
+    used = np.flatnonzero(np.diff(bounds))
+    return list(zip(used.tolist(), bounds[used].tolist(), bounds[used + 1].tolist()))
+
+
+def _group_order(flat_ctx: np.ndarray) -> np.ndarray:
+    """Positions with a context (>= 0) in context order, row-major within one: the order
+    ``push_groups`` and ``pop_groups`` take symbols in. Sorting only those positions is what
+    keeps a pass that codes few of them cheap."""
+    coded = np.flatnonzero(flat_ctx >= 0)
+    keys = flat_ctx[coded]
+    if len(keys) and keys.max() < 1 << 15:
+        keys = keys.astype(np.int16)  # numpy sorts 16-bit keys by radix: several times faster
+    return coded[np.argsort(keys, kind="stable")]
 
 
 @contextmanager
@@ -515,7 +540,8 @@ def quantise16(counts: np.ndarray) -> np.ndarray:
     """Non-negative counts (..., K) -> uint16 rows with the same proportions, each row's
     largest entry at most 65535 and no non-zero entry rounded to zero."""
     scale = np.maximum(counts.max(-1, keepdims=True), 1)
-    return np.ceil(counts * 65535 / np.maximum(scale, 65535)).astype(np.uint16)
+    # the largest entry scales to 65535 up to rounding: clip, or 65536 would wrap to 0
+    return np.minimum(np.ceil(counts * 65535 / np.maximum(scale, 65535)), 65535).astype(np.uint16)
 
 
 def _padded(x: np.ndarray) -> np.ndarray:
@@ -661,3 +687,267 @@ def _cluster_rows(joint: np.ndarray, groups: int, seed: int, iters: int = 25) ->
             break
         assign = new
     return assign.astype(np.uint8)
+
+
+class PlaneTables(_Tables):
+    """Integer tables for the decisions of a bit-plane residual quantizer (``LatticeRVQ``).
+
+    Plane p rounds every coefficient's magnitude down to a multiple of step_p = top / 2**p, so
+    its magnitude index m_p is 2 m_{p-1} + (0 or 1) once the coefficient is significant (m > 0)
+    and 0 or 1 before (top is above every magnitude): each plane's cells split the cells of the
+    plane before, and the planes together cost no more than coding the finest plane's indices
+    directly (the chain rule). A plane is coded in three *passes*, JPEG 2000's order:
+
+    * ``NEAR``: significance (0, 1 = becomes significant and positive, 2 = negative) of the
+      coefficients still at 0 with a significant coefficient in the 3x3 window of their own
+      channel or the two beside it: the likeliest to become significant, so the most
+      distortion removed per bit;
+    * ``REFINE``: the next magnitude bit of the significant coefficients;
+    * ``FAR``: significance of the rest, the isolated ones.
+
+    The first section holds the passes of the first ``head`` planes, every later section one
+    pass, so a file can be cut after any pass past the head, each cut a coarser code of the
+    same image.
+
+    Tables are chosen by integers the decoder already has. A significance decision's table is
+    one of ``classes`` per plane, channel and pass, by its *activity* (1 + own)^2 (1 + near)
+    (1 + all): sums over its 3x3 window of the magnitudes so far (the finished planes, plus 1
+    where this plane's decisions already made a coefficient significant; each clipped at
+    ``CLIP``), in its own channel, in the two beside it, and in every channel (``boxes``),
+    against the channel's ``thresholds[p, c, pass]``. A refinement bit's table is one of 3 per
+    plane and channel: the magnitude so far, 1, 2 or 3 and more.
+
+    Arrays: ``significance[p, c, pass, class, 3]`` (pass 0 ``NEAR``, 1 ``FAR``) and
+    ``refinement[p, c, 3, 2]`` (uint16 counts), ``thresholds[p, c, 2, classes - 1]`` (int64,
+    non-decreasing, in [0, 2^40)), ``head`` (one int32)."""
+
+    NEAR, REFINE, FAR = 0, 1, 2
+    CLIP = 15
+    """Largest magnitude an activity counts: (1 + 135)^2 (1 + 270)(1 + 34560) < 2**40."""
+
+    def __init__(self, significance: np.ndarray, refinement: np.ndarray, thresholds: np.ndarray,
+                 head: np.ndarray | int = 1) -> None:
+        self.significance = np.ascontiguousarray(significance, dtype=np.uint16)
+        self.refinement = np.ascontiguousarray(refinement, dtype=np.uint16)
+        self.thresholds = np.ascontiguousarray(thresholds, dtype=np.int64)
+        self.head = int(np.asarray(head).reshape(-1)[0])
+        if self.significance.ndim != 5 or self.significance.shape[2] != 2 or self.significance.shape[-1] != 3:
+            raise ValueError("significance tables must be (planes, channels, 2, classes, 3)")
+        self.planes, self.channels, _, self.classes = self.significance.shape[:4]
+        if self.refinement.shape != (self.planes, self.channels, 3, 2) or \
+                self.thresholds.shape != (self.planes, self.channels, 2, self.classes - 1) or \
+                (np.diff(self.thresholds, axis=-1) < 0).any() or self.thresholds.min(initial=0) < 0 or \
+                self.thresholds.max(initial=0) >= 1 << 40 or not 1 <= self.head <= self.planes:
+            raise ValueError("plane tables, thresholds or head do not match each other")
+        self.sections = 1 + 3 * (self.planes - self.head)
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        return {"significance": self.significance, "refinement": self.refinement, "thresholds": self.thresholds,
+                "head": np.array([self.head], dtype=np.int32)}
+
+    @cached_property
+    def _models(self) -> list[tuple[list, list, list]]:
+        """Per plane, the models of each pass, flat by channel then context."""
+        sig, ref = normalize_counts(self.significance), normalize_counts(self.refinement)
+        return [([categorical(t) for t in sig[p, :, 0].reshape(-1, 3)], [categorical(t) for t in ref[p].reshape(-1, 2)],
+                 [categorical(t) for t in sig[p, :, 1].reshape(-1, 3)]) for p in range(self.planes)]
+
+    # -- the schedule and the context rule, shared by the quantizer, coder and fitting -----
+    @staticmethod
+    def passes(planes: int, head: int, sections: int) -> list[tuple[int, int, int]]:
+        """(section, plane, pass) of each pass in the first ``sections`` sections."""
+        out = [(0 if p < head else 1 + 3 * (p - head) + k, p, k) for p in range(planes) for k in range(3)]
+        return [x for x in out if x[0] < sections]
+
+    @classmethod
+    def boxes(cls, m: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Sums of the magnitudes m (..., C, h, w), each clipped at ``CLIP``, over the 3x3
+        window: in the coefficient's own channel, in the two beside it, and in every channel
+        ((..., 1, h, w)); int32."""
+        mc = np.minimum(m, cls.CLIP).astype(np.int32)
+        own = _box3(mc)
+        near = np.zeros_like(own)
+        near[..., 1:, :, :] += own[..., :-1, :, :]
+        near[..., :-1, :, :] += own[..., 1:, :, :]
+        return own, near, _box3(mc.sum(-3, keepdims=True))
+
+    @classmethod
+    def members(cls, kind: int, m: np.ndarray, boxes: tuple | None = None) -> np.ndarray:
+        """Which coefficients a pass of this kind codes, from the finished planes' magnitudes m
+        (..., C, h, w) (and their ``boxes``, if already computed)."""
+        if kind == cls.REFINE:
+            return m > 0
+        own, near, _ = cls.boxes(m) if boxes is None else boxes
+        return (m == 0) & ((own + near > 0) == (kind == cls.NEAR))
+
+    def _activities(self, kind: int, m: np.ndarray, base: tuple, live: tuple) -> tuple[np.ndarray, np.ndarray]:
+        """(coded, activity): the flat indices of the coefficients (C, h, w) a significance
+        pass codes (by the finished planes' ``base`` boxes), and their activity (int64) from
+        the ``live`` boxes (this plane's decisions so far counted in)."""
+        size = m[0].size
+        coded = np.flatnonzero(self.members(kind, m, base))
+        own, near, every = live
+        return coded, ((1 + own.reshape(-1)[coded].astype(np.int64)) ** 2 * (1 + near.reshape(-1)[coded])
+                       * (1 + every.reshape(-1)[coded % size].astype(np.int64)))
+
+    def _classify(self, plane: int, kind: int, coded: np.ndarray, act: np.ndarray, size: int) -> np.ndarray:
+        """Flat contexts (channel x classes + class) of coded coefficients with these activities.
+        One search covers every channel's thresholds: channel c's keys start at c x 2^41, above
+        every activity (< 2^40), so the count found is c x (classes - 1) + the class."""
+        which = coded // size
+        keys = self._threshold_keys[plane, int(kind == self.FAR)]
+        return which * self.classes + np.searchsorted(keys, (which << 41) + act, side="right") - which * (self.classes - 1)
+
+    @cached_property
+    def _threshold_keys(self) -> np.ndarray:
+        """(planes, 2, channels x (classes - 1)): thresholds[p, c, side, j] + c x 2^41, sorted."""
+        shifted = self.thresholds + (np.arange(self.channels, dtype=np.int64) << 41)[:, None, None]
+        return np.ascontiguousarray(shifted.transpose(0, 2, 1, 3).reshape(self.planes, 2, -1))
+
+    def _steps(self, sections: int, shape: tuple[int, ...],
+               decisions: Callable[[int, int, int, int, np.ndarray, np.ndarray], np.ndarray]) -> None:
+        """Run the rule over the passes of the first ``sections`` sections:
+        ``decisions(i, section, plane, kind, coded, key)`` gets
+        the flat indices of the coefficients (C, h, w) the step codes and, for each, its
+        activity (significance) or magnitude so far less 1, at most 2 (refinement), and
+        returns pass i's decisions (C, h, w), right at least at ``coded``."""
+        m = np.zeros(shape, dtype=np.int64)
+        for i, (section, plane, kind) in enumerate(self.passes(self.planes, self.head, sections)):
+            if kind == self.NEAR:  # a new plane
+                fresh = np.zeros(shape, dtype=bool)
+                base = live = self.boxes(m)
+            if kind == self.REFINE:
+                coded = np.flatnonzero(m > 0)
+                bits = decisions(i, section, plane, kind, coded, np.minimum(m.reshape(-1)[coded], 3) - 1)
+                continue
+            coded, act = self._activities(kind, m, base, live)
+            got = decisions(i, section, plane, kind, coded, act)
+            new = coded[got.reshape(-1)[coded] > 0]
+            if len(new):
+                fresh.reshape(-1)[new] = True
+                live = self.boxes(m + fresh)
+            if kind == self.FAR:
+                m = np.where(m > 0, 2 * m + bits, fresh.astype(np.int64))
+
+    def _walk(self, sections: int, shape: tuple[int, ...],
+              decisions: Callable[[int, int, np.ndarray, list], np.ndarray]) -> None:
+        """``_steps`` with each step's flat contexts (C, h, w; -1 where it codes none) and
+        models: ``decisions(i, section, contexts, models)``."""
+        size = int(np.prod(shape[1:]))
+
+        def step(i: int, section: int, plane: int, kind: int, coded: np.ndarray, key: np.ndarray) -> np.ndarray:
+            ctx = np.full(int(np.prod(shape)), -1, dtype=np.int64)
+            ctx[coded] = (coded // size) * 3 + key if kind == self.REFINE else \
+                self._classify(plane, kind, coded, key, size)
+            return decisions(i, section, ctx.reshape(shape), self._models[plane][kind])
+
+        self._steps(sections, shape, step)
+
+    # -- coding -------------------------------------------------------------------------
+    def constrain(self, symbols: np.ndarray, level: int) -> np.ndarray:
+        return symbols  # decisions are in range by construction
+
+    def level_of(self, chunks: list[bytes]) -> int:
+        return len(chunks)
+
+    def section_count(self, passes: int) -> int:
+        """Sections that ``passes`` passes fill; ValueError unless they fill them exactly."""
+        sections = 1 + passes - 3 * self.head
+        if not 1 <= sections <= self.sections:
+            raise ValueError(f"{passes} passes do not fill whole sections")
+        return sections
+
+    def encode(self, symbols: np.ndarray, level: int | None = None) -> list[bytes]:
+        """Decisions (passes, C, h, w) of one image -> one independent ANS chunk per section.
+        A section of several passes pushes them last first, so that they pop in order."""
+        jobs: list[list] = [[] for _ in range(self.section_count(len(symbols)))]
+
+        def collect(i: int, section: int, ctx: np.ndarray, models: list) -> np.ndarray:
+            jobs[section].append((*grouped(symbols[i], ctx, len(models)), models))
+            return symbols[i]
+
+        self._walk(len(jobs), symbols.shape[1:], collect)
+        chunks = []
+        for job in jobs:
+            coder = constriction.stream.stack.AnsCoder()
+            for ordered, runs, models in reversed(job):
+                push_grouped(coder, ordered, runs, models)
+            chunks.append(ans_bytes(coder))
+        return chunks
+
+    def decode(self, chunks: list[bytes], shape: tuple[int, ...]) -> np.ndarray:
+        """Inverse of ``encode``: decisions (passes, *shape) int8, 0 where a pass codes none.
+        Raises FormatError on junk."""
+        if shape[0] != self.channels:
+            raise ValueError("shape does not match the tables' channels")
+        if not 1 <= len(chunks) <= self.sections:
+            raise FormatError(f"{len(chunks)} sections, the model has 1 to {self.sections}")
+        out = np.zeros((len(self.passes(self.planes, self.head, len(chunks))), *shape), dtype=np.int8)
+        with ExitStack() as stack:
+            coders = [stack.enter_context(ans_reader(c, f"section {k}")) for k, c in enumerate(chunks)]
+
+            def pop(i: int, section: int, ctx: np.ndarray, models: list) -> np.ndarray:
+                pop_groups(coders[section], ctx, models, out[i])
+                return out[i]
+
+            self._walk(len(chunks), shape, pop)
+        return out
+
+    # -- fitting ------------------------------------------------------------------------
+    @classmethod
+    def fit(cls, symbols: list[np.ndarray], head: int, classes: int = 8, pseudo: float = 32.0) -> PlaneTables:
+        """Tables and thresholds from every pass's decisions (3 x planes, C, h, w) of training
+        images. Each channel's thresholds split the activities its coefficients see in a pass
+        into ``classes`` equally common ranges; each table is the decisions counted there plus
+        ``pseudo`` samples' worth of the channel's own distribution over all classes, so a
+        class that training saw rarely falls back on the channel, not on noise."""
+        n, channels = symbols[0].shape[:2]
+        if n % 3:
+            raise ValueError("tables are fitted on whole planes (three passes each)")
+        planes = n // 3
+        sig = np.zeros((planes, channels, 2, classes, 3))
+        ref = np.zeros((planes, channels, 3, 2))
+        thresholds = np.zeros((planes, channels, 2, classes - 1), dtype=np.int64)
+        # activities of every 32nd coded coefficient set the thresholds (all of them would
+        # take gigabytes); then a second run counts the decisions in the classes they make
+        seen: list[list] = [[[], []] for _ in range(planes)]  # per plane and side: (channel, activity)
+        probe = cls(sig, ref, thresholds, head)
+        for img in symbols:
+            def record(i: int, section: int, plane: int, kind: int, coded: np.ndarray, key: np.ndarray,
+                       img: np.ndarray = img) -> np.ndarray:
+                if kind != cls.REFINE:
+                    seen[plane][int(kind == cls.FAR)].append((coded[::32] // img[0, 0].size, key[::32]))
+                return img[i]
+
+            probe._steps(probe.sections, img.shape[1:], record)
+        for plane, sides in enumerate(seen):
+            for side, found in enumerate(sides):
+                if not found:
+                    continue
+                which, acts = np.concatenate([w for w, _ in found]), np.concatenate([a for _, a in found])
+                order = np.argsort(which, kind="stable")
+                bounds = np.searchsorted(which[order], np.arange(channels + 1))
+                for c in range(channels):
+                    if bounds[c + 1] > bounds[c]:
+                        thresholds[plane, c, side] = np.quantile(acts[order[bounds[c] : bounds[c + 1]]],
+                                                                 np.arange(1, classes) / classes, method="lower")
+        probe = cls(sig, ref, thresholds, head)
+        for img in symbols:
+            size = img[0, 0].size
+
+            def count(i: int, section: int, plane: int, kind: int, coded: np.ndarray, key: np.ndarray,
+                      img: np.ndarray = img, size: int = size) -> np.ndarray:
+                if kind == cls.REFINE:
+                    rows, ctx = ref[plane], (coded // size) * 3 + key
+                else:
+                    rows, ctx = sig[plane, :, int(kind == cls.FAR)], probe._classify(plane, kind, coded, key, size)
+                width = rows.shape[-1]
+                hist = np.bincount(ctx * width + img[i].reshape(-1)[coded], minlength=rows.size)
+                rows += hist.reshape(rows.shape)
+                return img[i]
+
+            probe._steps(probe.sections, img.shape[1:], count)
+        for table, axis in ((sig, 3), (ref, 2)):
+            marginal = table.sum(axis, keepdims=True)
+            table += pseudo * (marginal + 1) / (marginal + 1).sum(-1, keepdims=True)
+        return cls(quantise16(sig), quantise16(ref), thresholds, head)

@@ -42,6 +42,9 @@ def train_from(tmp_path: Path, init: AutoEncoder, args: list[str]) -> Path:
 TINY_CONFIGS = {
     "rvq": ModelConfig(name="tiny", channels=8, latent=8, bottleneck_args={"stages": 4, "codebook_size": 16},
                        qualities=[1, 2, 3, 4], default_quality=2, context_groups=4),
+    "lattice": ModelConfig(name="tinylattice", bottleneck="lattice", channels=8, latent=8,
+                           bottleneck_args={"planes": 5, "head": 2, "top_step": 2.0},
+                           qualities=[1, 2, 3, 5, 7], default_quality=3),
     "vae": ModelConfig(name="tinyvae", bottleneck="vae", channels=8, latent=8,
                        bottleneck_args={"lambdas": [0.001, 0.01, 0.05, 0.2]},
                        qualities=[1, 2, 3, 4], default_quality=2),
@@ -85,7 +88,12 @@ def tiny_sparse() -> Codec:
     return Codec(build_tiny_model(bottleneck="sparse"))
 
 
-@pytest.fixture(scope="session", params=["rvq", "vae", "sparse"])
+@pytest.fixture(scope="session")
+def tiny_lattice() -> Codec:
+    return Codec(build_tiny_model(bottleneck="lattice"))
+
+
+@pytest.fixture(scope="session", params=["rvq", "lattice", "vae", "sparse"])
 def any_tiny(request) -> Codec:
     """Each bottleneck's tiny codec in turn: what every bottleneck must do alike."""
     return request.getfixturevalue("tiny" if request.param == "rvq" else f"tiny_{request.param}")

@@ -41,7 +41,7 @@ def _decode_or_clean_error(data: bytes, bottleneck: str = "rvq") -> None:
     assert time.perf_counter() - t < 1.0
 
 
-@pytest.mark.parametrize("bottleneck", ["rvq", "vae", "sparse"])
+@pytest.mark.parametrize("bottleneck", ["rvq", "lattice", "vae", "sparse"])
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(data=st.data())
 def test_mutated_files(bottleneck, data):
@@ -74,7 +74,7 @@ def test_random_bytes_after_a_valid_magic(blob):
     _decode_or_clean_error(b"\x89AEC\x01" + blob)
 
 
-@pytest.mark.parametrize("bottleneck", ["rvq", "vae", "sparse"])
+@pytest.mark.parametrize("bottleneck", ["rvq", "lattice", "vae", "sparse"])
 @settings(max_examples=150, deadline=None)
 @given(data=st.data())
 def test_well_formed_files_with_hostile_contents(bottleneck, data):
@@ -85,7 +85,7 @@ def test_well_formed_files_with_hostile_contents(bottleneck, data):
     from aecodec import bitstream
 
     f = bitstream.read(_tiny(bottleneck).valid)
-    n = data.draw(st.integers(1, 6)) if bottleneck == "rvq" else 1  # the others: one section
+    n = data.draw(st.integers(1, 6)) if bottleneck in ("rvq", "lattice") else 1  # the others: one section
     header = dataclasses.replace(
         f.header,
         width=data.draw(st.integers(1, 300)),
@@ -93,7 +93,7 @@ def test_well_formed_files_with_hostile_contents(bottleneck, data):
         sections=n,
     )
     sections = [data.draw(st.binary(max_size=64)) for _ in range(n)]
-    if bottleneck != "rvq" and data.draw(st.booleans()):
+    if bottleneck not in ("rvq", "lattice") and data.draw(st.booleans()):
         sections = [bytes([data.draw(st.integers(1, 4))]) + sections[0]]
     alpha = data.draw(st.one_of(st.none(), st.binary(max_size=64)))
     refinement = data.draw(st.one_of(st.none(), st.binary(max_size=200)))

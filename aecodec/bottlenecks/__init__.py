@@ -109,4 +109,4 @@ def create(kind: str, **kwargs: object) -> Bottleneck:
     return REGISTRY[kind](**kwargs)
 
 
-from . import rvq, sparse, vae  # noqa: E402,F401  (register the built-in bottlenecks)
+from . import lattice, rvq, sparse, vae  # noqa: E402,F401  (register the built-in bottlenecks)

@@ -21,10 +21,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from einops import rearrange
-from torch import nn
 
 from ..entropy import IndexEntropyModel
 from . import BottleneckOutput, RateCost, register
+from .space import CodingSpace
 from .vae import BIT_VALUE
 
 
@@ -94,7 +94,7 @@ ENCODE_CHUNK = 1 << 19
 
 
 @register("rvq")
-class ResidualVQ(nn.Module):
+class ResidualVQ(CodingSpace):
     """Stages of codebooks on channel groups of the coding space: ``group_dim`` consecutive
     channels share a codebook of each stage (the whole latent by default, one group). Low
     dimensional groups with entropy-constrained codebooks (``ecvq``) are what lets a residual
@@ -118,7 +118,7 @@ class ResidualVQ(nn.Module):
         dead_threshold: float = 0.5,
         commitment: float = 0.1,
     ) -> None:
-        super().__init__()
+        super().__init__(dim)
         self.group_dim = group_dim or dim
         if dim % self.group_dim:
             raise ValueError(f"a latent of {dim} channels does not split into groups of {self.group_dim}")
@@ -131,9 +131,6 @@ class ResidualVQ(nn.Module):
         # each codebook is its EMA sum over its EMA count, so files store the count only (the
         # sum would double their size) and loading rebuilds the sum
         self.register_buffer("ema_sum", torch.zeros(*shape, self.group_dim), persistent=False)
-        self.register_buffer("mean", torch.zeros(dim))
-        self.register_buffer("project", torch.eye(dim))
-        self.register_buffer("unproject", torch.eye(dim))
         self.register_buffer("price", torch.zeros(stages))
         """What a bit is worth at each stage, in squared coding-space error: the slope the
         stage's ECVQ codebooks were made for; 0 where the codebooks are k-means ones, which
@@ -156,25 +153,16 @@ class ResidualVQ(nn.Module):
     @torch.no_grad()
     def adopt_coding_space(self, mean: torch.Tensor, project: torch.Tensor, unproject: torch.Tensor,
                            steps: torch.Tensor | None = None) -> None:
-        """Quantize in z = project @ (y - mean), decode through y = unproject @ z + mean: before
-        ``initialise``, with a map from the bottleneck whose transforms this one takes over.
-        With that bottleneck's quantization ``steps`` (coarsest first, in the same space), stage
-        s gets ECVQ codebooks priced as rounding at steps[s] is (BIT_VALUE x step^2), so the
-        stages refine as that bottleneck's levels do; stages beyond them continue the last ratio."""
-        self.mean.copy_(mean)
-        self.project.copy_(project)
-        self.unproject.copy_(unproject)
+        """The space (``CodingSpace``), before ``initialise``. With the other bottleneck's
+        quantization ``steps`` (coarsest first, in the same space), stage s gets ECVQ codebooks
+        priced as rounding at steps[s] is (BIT_VALUE x step^2), so the stages refine as that
+        bottleneck's levels do; stages beyond them continue the last ratio."""
+        super().adopt_coding_space(mean, project, unproject)
         if steps is not None:
             steps = steps.double()
             ratio = steps[-1] / steps[-2] if len(steps) > 1 else torch.tensor(0.7, dtype=torch.float64)
             extra = steps[-1] * ratio ** torch.arange(1, max(self.sections - len(steps), 0) + 1)
             self.price.copy_(BIT_VALUE * torch.cat([steps, extra])[: self.sections] ** 2)
-
-    def _to_space(self, flat: torch.Tensor) -> torch.Tensor:
-        return (flat - self.mean) @ self.project.t()
-
-    def _from_space(self, z: torch.Tensor) -> torch.Tensor:
-        return z @ self.unproject.t() + self.mean
 
     def _grouped(self, flat: torch.Tensor) -> torch.Tensor:
         return flat.reshape(len(flat), self.groups, self.group_dim)
@@ -329,13 +317,6 @@ class ResidualVQ(nn.Module):
         for s in range(n):  # fixed summation order: the same latent for any batch size
             latent += _pick(self.codebooks[s], idx[s])
         return rearrange(self._from_space(latent.reshape(-1, self.dim)), "(b h w) c -> b c h w", b=b, h=h, w=w)
-
-    @torch.no_grad()
-    def unquantized(self, latent: torch.Tensor) -> torch.Tensor:
-        """The latent through the coding space and back with no codes: the ceiling's path."""
-        flat = rearrange(latent.float(), "b c h w -> (b h w) c")
-        b, _, h, w = latent.shape
-        return rearrange(self._from_space(self._to_space(flat)), "(b h w) c -> b c h w", b=b, h=h, w=w)
 
     def symbol_shape(self, h: int, w: int) -> tuple[int, ...]:
         return (self.groups, h, w)
