@@ -40,6 +40,11 @@ def normalize_counts(counts: np.ndarray) -> np.ndarray:
     return out
 
 
+CATEGORICAL = constriction.stream.model.Categorical(perfect=False)
+"""constriction's categorical family with a table per symbol (``encode_reverse(symbols, CATEGORICAL,
+rows)``): the same coding as ``categorical(row)`` for each symbol, in one call."""
+
+
 def categorical(table: np.ndarray) -> constriction.stream.model.Categorical:
     """constriction's model for one row of ``normalize_counts`` (exact: see the module doc)."""
     return constriction.stream.model.Categorical(table.astype(np.float64), perfect=False)
@@ -56,21 +61,11 @@ def push_groups(coder: constriction.stream.stack.AnsCoder, symbols: np.ndarray,
     go on in reverse and ``pop_groups`` takes them off as g = 0, 1, ... (row-major within).
     One stable sort finds every group, instead of a mask per group (an RVQ stage of 64
     channel groups has 1024 tables)."""
-    push_grouped(coder, *grouped(symbols, ctx, len(models)), models)
-
-
-def grouped(symbols: np.ndarray, ctx: np.ndarray, groups: int) -> tuple[np.ndarray, list[tuple[int, int, int]]]:
-    """The symbols ``push_groups`` codes, in its order, and the runs of each group in them:
-    all a pass needs kept until its section is pushed."""
     flat_ctx = ctx.reshape(-1)
     order = _group_order(flat_ctx)
-    return symbols.reshape(-1)[order], _runs(flat_ctx[order], groups)
-
-
-def push_grouped(coder: constriction.stream.stack.AnsCoder, ordered: np.ndarray,
-                 runs: list[tuple[int, int, int]], models: list) -> None:
-    for g, start, end in reversed(runs):
-        coder.encode_reverse(ordered[start:end].astype(np.int32), models[g])
+    ordered = symbols.reshape(-1)[order].astype(np.int32)
+    for g, start, end in reversed(_runs(flat_ctx[order], len(models))):
+        coder.encode_reverse(ordered[start:end], models[g])
 
 
 def pop_groups(coder: constriction.stream.stack.AnsCoder, ctx: np.ndarray, models: list,
@@ -746,11 +741,12 @@ class PlaneTables(_Tables):
                 "head": np.array([self.head], dtype=np.int32)}
 
     @cached_property
-    def _models(self) -> list[tuple[list, list, list]]:
-        """Per plane, the models of each pass, flat by channel then context."""
-        sig, ref = normalize_counts(self.significance), normalize_counts(self.refinement)
-        return [([categorical(t) for t in sig[p, :, 0].reshape(-1, 3)], [categorical(t) for t in ref[p].reshape(-1, 2)],
-                 [categorical(t) for t in sig[p, :, 1].reshape(-1, 3)]) for p in range(self.planes)]
+    def _tables(self) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """Per plane, each pass's normalised tables as float64 rows (exact: see the module
+        doc), indexed by the flat context."""
+        sig, ref = normalize_counts(self.significance).astype(np.float64), normalize_counts(self.refinement)
+        return [(np.ascontiguousarray(sig[p, :, 0]).reshape(-1, 3), ref[p].reshape(-1, 2).astype(np.float64),
+                 np.ascontiguousarray(sig[p, :, 1]).reshape(-1, 3)) for p in range(self.planes)]
 
     # -- the schedule and the context rule, shared by the quantizer, coder and fitting -----
     @staticmethod
@@ -807,10 +803,10 @@ class PlaneTables(_Tables):
     def _steps(self, sections: int, shape: tuple[int, ...],
                decisions: Callable[[int, int, int, int, np.ndarray, np.ndarray], np.ndarray]) -> None:
         """Run the rule over the passes of the first ``sections`` sections:
-        ``decisions(i, section, plane, kind, coded, key)`` gets
-        the flat indices of the coefficients (C, h, w) the step codes and, for each, its
-        activity (significance) or magnitude so far less 1, at most 2 (refinement), and
-        returns pass i's decisions (C, h, w), right at least at ``coded``."""
+        ``decisions(i, section, plane, kind, coded, key)`` gets the flat indices of the
+        coefficients (C, h, w) pass i codes and, for each, its activity (significance) or its
+        magnitude so far less 1, at most 2 (refinement), and returns pass i's decisions
+        (C, h, w), right at least at ``coded``."""
         m = np.zeros(shape, dtype=np.int64)
         for i, (section, plane, kind) in enumerate(self.passes(self.planes, self.head, sections)):
             if kind == self.NEAR:  # a new plane
@@ -830,16 +826,14 @@ class PlaneTables(_Tables):
                 m = np.where(m > 0, 2 * m + bits, fresh.astype(np.int64))
 
     def _walk(self, sections: int, shape: tuple[int, ...],
-              decisions: Callable[[int, int, np.ndarray, list], np.ndarray]) -> None:
-        """``_steps`` with each step's flat contexts (C, h, w; -1 where it codes none) and
-        models: ``decisions(i, section, contexts, models)``."""
+              decisions: Callable[[int, int, np.ndarray, np.ndarray], np.ndarray]) -> None:
+        """``_steps`` with each step's table rows: ``decisions(i, section, coded, rows)``, where
+        rows (len(coded), K) float64 are the tables of the coded coefficients, in order."""
         size = int(np.prod(shape[1:]))
 
         def step(i: int, section: int, plane: int, kind: int, coded: np.ndarray, key: np.ndarray) -> np.ndarray:
-            ctx = np.full(int(np.prod(shape)), -1, dtype=np.int64)
-            ctx[coded] = (coded // size) * 3 + key if kind == self.REFINE else \
-                self._classify(plane, kind, coded, key, size)
-            return decisions(i, section, ctx.reshape(shape), self._models[plane][kind])
+            ctx = (coded // size) * 3 + key if kind == self.REFINE else self._classify(plane, kind, coded, key, size)
+            return decisions(i, section, coded, self._tables[plane][kind][ctx])
 
         self._steps(sections, shape, step)
 
@@ -860,20 +854,18 @@ class PlaneTables(_Tables):
     def encode(self, symbols: np.ndarray, level: int | None = None) -> list[bytes]:
         """Decisions (passes, C, h, w) of one image -> one independent ANS chunk per section.
         A section of several passes pushes them last first, so that they pop in order."""
-        jobs: list[list] = [[] for _ in range(self.section_count(len(symbols)))]
+        coders = [constriction.stream.stack.AnsCoder() for _ in range(self.section_count(len(symbols)))]
+        jobs: list[tuple[int, np.ndarray, np.ndarray]] = []
 
-        def collect(i: int, section: int, ctx: np.ndarray, models: list) -> np.ndarray:
-            jobs[section].append((*grouped(symbols[i], ctx, len(models)), models))
+        def collect(i: int, section: int, coded: np.ndarray, rows: np.ndarray) -> np.ndarray:
+            if len(coded):
+                jobs.append((section, symbols[i].reshape(-1)[coded].astype(np.int32), rows))
             return symbols[i]
 
-        self._walk(len(jobs), symbols.shape[1:], collect)
-        chunks = []
-        for job in jobs:
-            coder = constriction.stream.stack.AnsCoder()
-            for ordered, runs, models in reversed(job):
-                push_grouped(coder, ordered, runs, models)
-            chunks.append(ans_bytes(coder))
-        return chunks
+        self._walk(len(coders), symbols.shape[1:], collect)
+        for section, values, rows in reversed(jobs):
+            coders[section].encode_reverse(values, CATEGORICAL, rows)
+        return [ans_bytes(coder) for coder in coders]
 
     def decode(self, chunks: list[bytes], shape: tuple[int, ...]) -> np.ndarray:
         """Inverse of ``encode``: decisions (passes, *shape) int8, 0 where a pass codes none.
@@ -886,8 +878,9 @@ class PlaneTables(_Tables):
         with ExitStack() as stack:
             coders = [stack.enter_context(ans_reader(c, f"section {k}")) for k, c in enumerate(chunks)]
 
-            def pop(i: int, section: int, ctx: np.ndarray, models: list) -> np.ndarray:
-                pop_groups(coders[section], ctx, models, out[i])
+            def pop(i: int, section: int, coded: np.ndarray, rows: np.ndarray) -> np.ndarray:
+                if len(coded):
+                    out[i].reshape(-1)[coded] = coders[section].decode(CATEGORICAL, rows)
                 return out[i]
 
             self._walk(len(chunks), shape, pop)

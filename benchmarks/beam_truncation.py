@@ -4,7 +4,9 @@ quality directly (mean bpp and PSNR over the images; BD-rate against greedy).
 
     python -m benchmarks.beam_truncation --dataset DIR [--beam 4]
 
-Run it on held-out images (say the held-out photos downscaled by 2), never to tune on Kodak.
+Beam search is the ECVQ residual VQ's (``ResidualVQ``): since the default ``rvq`` became the
+lattice quantizer, the shipped model with that encoder is ``denoise`` (the previous rvq's
+encoder and tables, its own decoder). Run it on held-out images (say the held-out photos downscaled by 2), never to tune on Kodak.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from aecodec.train import IMAGE_SUFFIXES
 
 
 def run(folder: Path, beam: int) -> dict[str, list[tuple[float, float]]]:
-    codec = aecodec.load("rvq")
+    codec = aecodec.load("denoise")
     images = [open_image(p) for p in sorted(folder.iterdir()) if p.suffix.lower() in IMAGE_SUFFIXES]
     top = max(codec.quality_levels)
     tops = [codec.compress(img, top, beam=beam) for img in images]

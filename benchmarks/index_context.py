@@ -2,7 +2,11 @@
 cross-entropy of the model's own (rate-biased) symbols under tables conditioned on candidate
 contexts, fitted on training photos.
 
-    python -m benchmarks.index_context --train ../shared/data/train [--model rvq] [--photos 12]
+    python -m benchmarks.index_context --train ../shared/data/train [--model denoise] [--photos 12]
+
+The model must be an ECVQ residual VQ (``ResidualVQ``): ``denoise`` carries the previous default
+rvq's encoder and index tables (the default ``rvq`` is now the lattice quantizer, whose
+contexts are built in, see ``PlaneTables``).
 
 Tables are counted per stage and channel group on the first ``--photos`` training photos and
 scored on the held-out four (whole photos), smoothed alike (0.02 per entry), so the columns
@@ -167,7 +171,7 @@ def markdown(result: dict) -> str:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--train", type=Path, required=True)
-    parser.add_argument("--model", default="rvq")
+    parser.add_argument("--model", default="denoise")
     parser.add_argument("--photos", type=int, default=12)
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args()

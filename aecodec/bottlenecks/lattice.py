@@ -55,20 +55,22 @@ class LatticeRVQ(CodingSpace):
     def encode(self, latent: torch.Tensor, level: int, cost: RateCost | None = None) -> np.ndarray:
         """Latent (B, C, h, w) -> decisions (passes, B, C, h, w) int8: 0/1/2 (stays 0, becomes
         positive, becomes negative) in a significance pass, the bit in a refinement pass, 0
-        where a pass codes nothing (``PlaneTables.members``). The steps are the top one over powers of two, so m_p =
-        floor(|z| / step_p) is exactly 2 m_{p-1} or one more: the planes nest in floating
-        point too."""
+        where a pass codes nothing (``PlaneTables.members``). The steps are the top one over
+        powers of two, so m_p = floor(|z| / step_p) is the finest plane's index shifted right:
+        exactly 2 m_{p-1} or one more, the planes nest."""
         b, _, h, w = latent.shape
         flat = self._to_space(rearrange(latent.float(), "b c h w -> (b h w) c"))
         z = rearrange(flat.double().numpy(), "(b h w) c -> b c h w", b=b, h=h, w=w)
         negative = z < 0
-        magnitude = np.minimum(np.abs(z), np.nextafter(2 * self.top_step, 0))
         passes = self._passes(level)
+        finest = passes[-1][1]
+        magnitude = np.minimum(np.abs(z), np.nextafter(2 * self.top_step, 0))
+        finest_m = np.floor(magnitude / (self.top_step / 2**finest)).astype(np.int64)
         out = np.zeros((len(passes), *z.shape), dtype=np.int8)
         before = np.zeros(z.shape, dtype=np.int64)  # magnitudes of the finished planes
         for i, (_, plane, kind) in enumerate(passes):
             if kind == PlaneTables.NEAR:
-                m = np.floor(magnitude / (self.top_step / 2**plane)).astype(np.int64)
+                m = finest_m >> (finest - plane)  # floor(|z| / step) at this plane, exactly
                 boxes = PlaneTables.boxes(before)
             if kind == PlaneTables.REFINE:
                 out[i] = np.where(before > 0, m - 2 * before, 0)
