@@ -155,7 +155,7 @@ def _models(args: argparse.Namespace) -> None:
         c = load(name)
         lambdas = getattr(c.model.bottleneck, "lambdas", None)  # rate-trained levels
         unit, values = ("lambda", [lambdas[lv - 1] for lv in c.levels_per_quality]) if lambdas else \
-            ("stages", c.levels_per_quality)
+            ("sections" if c.model.config.bottleneck == "lattice" else "stages", c.levels_per_quality)
         levels = ", ".join(f"q{q}={v:g}" for q, v in enumerate(values, 1))
         print(f"{name}: bottleneck {c.model.config.bottleneck}, quality 1-{len(c.levels_per_quality)} "
               f"(default {c.default_quality}); {unit} per quality: {levels}")

@@ -122,7 +122,8 @@ class Codec:
                      bpp: float | None = None, psnr: float | None = None, beam: int = 1) -> None:
         """UsageError for a target that makes no sense, before any work is done."""
         if beam != 1 and not getattr(self.model.bottleneck, "beam_search", False):
-            raise UsageError(f"model {self.name} chooses its codes directly: a beam search needs an rvq model")
+            raise UsageError(f"model {self.name} chooses its codes directly: a beam search needs a model with "
+                             "ECVQ codebooks (bottleneck rvq, such as denoise)")
         if not 1 <= beam <= MAX_BEAM:
             raise UsageError(f"beam {beam} is outside 1..{MAX_BEAM}")
         if bpp is None and psnr is None:

@@ -819,21 +819,21 @@ class PlaneTables(_Tables):
             coded, act = self._activities(kind, m, base, live)
             got = decisions(i, section, plane, kind, coded, act)
             new = coded[got.reshape(-1)[coded] > 0]
-            if len(new):
-                fresh.reshape(-1)[new] = True
+            fresh.reshape(-1)[new] = True
+            if kind == self.NEAR and len(new):  # the far pass sees them
                 live = self.boxes(m + fresh)
-            if kind == self.FAR:
+            elif kind == self.FAR:
                 m = np.where(m > 0, 2 * m + bits, fresh.astype(np.int64))
 
     def _walk(self, sections: int, shape: tuple[int, ...],
-              decisions: Callable[[int, int, np.ndarray, np.ndarray], np.ndarray]) -> None:
-        """``_steps`` with each step's table rows: ``decisions(i, section, coded, rows)``, where
-        rows (len(coded), K) float64 are the tables of the coded coefficients, in order."""
+              decisions: Callable[[int, int, np.ndarray, np.ndarray, np.ndarray], np.ndarray]) -> None:
+        """``_steps`` with each step's tables: ``decisions(i, section, coded, tables, ctx)``,
+        where ``tables[ctx]`` (len(coded), K) float64 are the coded coefficients' rows, in order."""
         size = int(np.prod(shape[1:]))
 
         def step(i: int, section: int, plane: int, kind: int, coded: np.ndarray, key: np.ndarray) -> np.ndarray:
             ctx = (coded // size) * 3 + key if kind == self.REFINE else self._classify(plane, kind, coded, key, size)
-            return decisions(i, section, coded, self._tables[plane][kind][ctx])
+            return decisions(i, section, coded, self._tables[plane][kind], ctx)
 
         self._steps(sections, shape, step)
 
@@ -853,19 +853,30 @@ class PlaneTables(_Tables):
 
     def encode(self, symbols: np.ndarray, level: int | None = None) -> list[bytes]:
         """Decisions (passes, C, h, w) of one image -> one independent ANS chunk per section.
-        A section of several passes pushes them last first, so that they pop in order."""
-        coders = [constriction.stream.stack.AnsCoder() for _ in range(self.section_count(len(symbols)))]
-        jobs: list[tuple[int, np.ndarray, np.ndarray]] = []
+        A section's passes are kept (values and contexts) until it is complete, then
+        pushed last first, so that they pop in order."""
+        chunks: list[bytes] = []
+        pending: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
 
-        def collect(i: int, section: int, coded: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        def push() -> None:
+            coder = constriction.stream.stack.AnsCoder()
+            for values, tables, ctx in reversed(pending):
+                coder.encode_reverse(values.astype(np.int32), CATEGORICAL, tables[ctx])
+            chunks.append(ans_bytes(coder))
+            pending.clear()
+
+        def collect(i: int, section: int, coded: np.ndarray, tables: np.ndarray, ctx: np.ndarray) -> np.ndarray:
+            while section > len(chunks):  # the sections before are complete
+                push()
             if len(coded):
-                jobs.append((section, symbols[i].reshape(-1)[coded].astype(np.int32), rows))
+                pending.append((symbols[i].reshape(-1)[coded], tables, ctx.astype(np.int32)))
             return symbols[i]
 
-        self._walk(len(coders), symbols.shape[1:], collect)
-        for section, values, rows in reversed(jobs):
-            coders[section].encode_reverse(values, CATEGORICAL, rows)
-        return [ans_bytes(coder) for coder in coders]
+        count = self.section_count(len(symbols))
+        self._walk(count, symbols.shape[1:], collect)
+        while len(chunks) < count:
+            push()
+        return chunks
 
     def decode(self, chunks: list[bytes], shape: tuple[int, ...]) -> np.ndarray:
         """Inverse of ``encode``: decisions (passes, *shape) int8, 0 where a pass codes none.
@@ -878,9 +889,9 @@ class PlaneTables(_Tables):
         with ExitStack() as stack:
             coders = [stack.enter_context(ans_reader(c, f"section {k}")) for k, c in enumerate(chunks)]
 
-            def pop(i: int, section: int, coded: np.ndarray, rows: np.ndarray) -> np.ndarray:
+            def pop(i: int, section: int, coded: np.ndarray, tables: np.ndarray, ctx: np.ndarray) -> np.ndarray:
                 if len(coded):
-                    out[i].reshape(-1)[coded] = coders[section].decode(CATEGORICAL, rows)
+                    out[i].reshape(-1)[coded] = coders[section].decode(CATEGORICAL, tables[ctx])
                 return out[i]
 
             self._walk(len(chunks), shape, pop)

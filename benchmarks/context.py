@@ -1,9 +1,13 @@
-"""What the context tables save: one VAE model's files with its context-coded sections against
-the same model's factorized tables (same transforms, same rounded values, so the same pixels),
-on a folder of images and on the held-out views of the training photos.
+"""What the context tables save: one model's files with its context tables against the same
+model's tables without context (same transforms, same symbols, so the same pixels), on a folder
+of images and on the held-out views of the training photos.
 
     python -m benchmarks.context --dataset ../shared/data/kodak --train ../shared/data/train --model vae
+    python -m benchmarks.context --dataset ../shared/data/kodak --train ../shared/data/train --model rvq
 
+For a VAE the tables without context are its factorized prior's. For the lattice `rvq` they
+are its plane tables with one activity class (one table per plane, channel and pass, counted on
+the same training photos: what the neighbourhood's activity adds; the passes' order stays).
 bpp is whole .aec files; PSNR is the decoded 8-bit image's, identical for both tables (the
 values coded are the same: rate-biased rounding prices choices with the factorized tables in
 both). BD-rate is the new tables' against the old over the model's quality ladder.
@@ -16,28 +20,37 @@ import copy
 from pathlib import Path
 
 import numpy as np
+import torch
 from PIL import Image
 
 import aecodec
 from aecodec.bd import bd_rate
 from aecodec.codec import Codec
+from aecodec.entropy import PlaneTables
 from aecodec.metrics import bpp, psnr
+from aecodec.train import TrainConfig, load_folder, symbols_of
 
 from .dataset import list_images, load_rgb
 from .heldout import views
 from .kodak_roundtrip import save
 
 
-def factorized(codec: Codec) -> Codec:
-    """The same model with its factorized tables only: what its files were before context."""
+def factorized(codec: Codec, train: Path | None = None) -> Codec:
+    """The same model with its tables without context: a VAE's factorized tables (what its
+    files were before context), or plane tables with one activity class counted on the
+    training photos of ``train`` (the lattice rvq)."""
     plain = copy.deepcopy(codec.model)
-    plain.entropy = codec.model.entropy.factorized()
+    if isinstance(plain.entropy, PlaneTables):
+        photos = load_folder(train)[: -TrainConfig.val_count]
+        symbols = symbols_of(plain, photos, torch.device("cpu"))(plain.bottleneck.levels)
+        plain.entropy = PlaneTables.fit([s[:, 0] for s in symbols], plain.bottleneck.head, classes=1)
+    else:
+        plain.entropy = codec.model.entropy.factorized()
     return Codec(plain)
 
 
-def curves(codec: Codec, images: list[Image.Image]) -> list[dict]:
-    """Per quality: mean bpp with context tables and with factorized tables, and mean PSNR."""
-    old_codec = factorized(codec)
+def curves(codec: Codec, old_codec: Codec, images: list[Image.Image]) -> list[dict]:
+    """Per quality: mean bpp with context tables and without, and mean PSNR."""
     rows = []
     for q in codec.quality_levels:
         new, old, scores = [], [], []
@@ -57,14 +70,15 @@ def curves(codec: Codec, images: list[Image.Image]) -> list[dict]:
 
 def run(dataset: Path, train: Path, model: str) -> dict:
     codec = aecodec.load(model)
-    if not getattr(codec.model.entropy, "contextual", False):
+    if not getattr(codec.model.entropy, "contextual", isinstance(codec.model.entropy, PlaneTables)):
         raise SystemExit(f"model {model} has no context tables")
+    old_codec = factorized(codec, train)
     files = list_images(dataset)
     sets = {f"{dataset.name} ({len(files)} images)": [load_rgb(f.path) for f in files]}
     sets |= {f"held-out, {name}": images for name, images in views(train).items()}
     result = {"model": model, "sets": {}}
     for name, images in sets.items():
-        rows = curves(codec, images)
+        rows = curves(codec, old_codec, images)
         psnrs = [r["psnr"] for r in rows]
         saving = bd_rate([r["bpp_factorized"] for r in rows], psnrs, [r["bpp_context"] for r in rows], psnrs)
         result["sets"][name] = {"rows": rows, "bd_rate": saving}
@@ -72,8 +86,8 @@ def run(dataset: Path, train: Path, model: str) -> dict:
 
 
 def markdown(result: dict) -> str:
-    lines = [f"Context tables against factorized tables, model `{result['model']}` (same values, same pixels):", "",
-             "| images | quality | PSNR (dB) | bpp, factorized | bpp, context | change |", "|---|---|---|---|---|---|"]
+    lines = [f"Context tables against tables without context, model `{result['model']}` (same values, same pixels):", "",
+             "| images | quality | PSNR (dB) | bpp, no context | bpp, context | change |", "|---|---|---|---|---|---|"]
     for name, s in result["sets"].items():
         for r in s["rows"]:
             change = 100 * (r["bpp_context"] / r["bpp_factorized"] - 1)

@@ -90,6 +90,9 @@ OTHER_BENCHMARKS = {
     "codes.md": ("The code itself: sparsity and stability", "python -m benchmarks.codes --dataset ../shared/data/kodak"),
     "context.md": ("Entropy models: context tables against factorized tables",
                    "python -m benchmarks.context --dataset ../shared/data/kodak --train ../shared/data/train --model vae"),
+    "context_rvq.md": ("Entropy models: the lattice rvq's activity classes against one table per pass",
+                       "python -m benchmarks.context --dataset ../shared/data/kodak --train ../shared/data/train "
+                       "--model rvq --out benchmarks/results/context_rvq.json"),
     "index_context.md": ("Entropy models: what context could save on the ECVQ residual VQ's indices "
                          "(the rvq before 2026-12-07, whose encoder `denoise` keeps)",
                          "python -m benchmarks.index_context --train ../shared/data/train"),

@@ -174,5 +174,5 @@ def test_encode_with_a_beam_search(capsys, tmp_path, png, tiny_path, tiny_vae):
     assert aecodec.load(tiny_path).decompress(out.read_bytes()).size == (50, 30)
     code, _, err = run(capsys, "encode", png, tmp_path / "x.aec", "--model", tiny_path, "--beam", "0")
     assert code == 2 and "outside 1..16" in err and not (tmp_path / "x.aec").exists()
-    with pytest.raises(aecodec.UsageError, match="needs an rvq model"):
+    with pytest.raises(aecodec.UsageError, match="needs a model with ECVQ codebooks"):
         tiny_vae.compress(Image.open(png), 1, beam=2)

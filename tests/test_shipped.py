@@ -82,7 +82,7 @@ def _symbols_sha256(codec, data: bytes) -> str:
 
 GOLDEN_FILES = {
     # model: (file stem, quality, refinement step, crop of the sample)
-    "rvq": ("golden", 6, 9, (96, 32, 96 + 80, 32 + 48)),  # 64 channel groups
+    "rvq": ("golden", 10, 9, (96, 32, 96 + 80, 32 + 48)),  # the head section and nine passes
     "vae": ("golden_vae", 6, None, (64, 32, 64 + 160, 32 + 96)),  # context-coded sections
 }
 

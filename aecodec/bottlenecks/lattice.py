@@ -89,7 +89,7 @@ class LatticeRVQ(CodingSpace):
         m = np.zeros(shape, dtype=np.int64)  # magnitude index, at the plane in ``at``
         at = np.zeros(shape, dtype=np.int64)
         negative = np.zeros(shape, dtype=bool)
-        for s, (_, plane, kind) in zip(symbols.astype(np.int64), self._passes(level)):
+        for s, (_, plane, kind) in zip(symbols, self._passes(level)):
             if kind == PlaneTables.REFINE:
                 old = (m > 0) & (at == plane - 1)
                 m = np.where(old, 2 * m + s, m)
