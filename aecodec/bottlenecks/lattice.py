@@ -32,10 +32,10 @@ from .space import CodingSpace
 class LatticeRVQ(CodingSpace):
     """``planes`` nested planes from step ``top_step`` (coding-space units) down by 2 each, in
     three passes each: the first ``head`` planes in the first section, then one pass per
-    section (``PlaneTables.passes``); level = sections decoded. A magnitude of 2 x top_step or more is
-    coded as just under it (the shipped 1024 steps of the finest vae level are over twice the
-    largest coefficient measured: 444, the DC of a white image); a significant coefficient is reconstructed at ``offset`` of the way
-    through its cell."""
+    section (``PlaneTables.passes``); level = sections decoded. A magnitude of 2 x top_step or
+    more is coded as just under it (the shipped 1024 steps of the finest vae level are over
+    twice the largest coefficient measured: 444, the DC of a white image); a significant
+    coefficient is reconstructed at ``offset`` of the way through its cell."""
 
     entropy_model = PlaneTables
 
@@ -57,7 +57,8 @@ class LatticeRVQ(CodingSpace):
         positive, becomes negative) in a significance pass, the bit in a refinement pass, 0
         where a pass codes nothing (``PlaneTables.members``). The steps are the top one over
         powers of two, so m_p = floor(|z| / step_p) is the finest plane's index shifted right:
-        exactly 2 m_{p-1} or one more, the planes nest."""
+        exactly 2 m_{p-1} or one more, the planes nest. Each decision follows from the value,
+        so there is nothing for a rate ``cost`` to bias (the plane tables price none)."""
         b, _, h, w = latent.shape
         flat = self._to_space(rearrange(latent.float(), "b c h w -> (b h w) c"))
         z = rearrange(flat.double().numpy(), "(b h w) c -> b c h w", b=b, h=h, w=w)
