@@ -533,10 +533,12 @@ class ContextTables(FactorizedTables):
 
 def quantise16(counts: np.ndarray) -> np.ndarray:
     """Non-negative counts (..., K) -> uint16 rows with the same proportions, each row's
-    largest entry at most 65535 and no non-zero entry rounded to zero."""
-    scale = np.maximum(counts.max(-1, keepdims=True), 1)
+    largest entry 65535 and no non-zero entry rounded to zero. Every row is scaled to the full
+    16 bits, up as well as down: a row of 2000 counts kept as is would round a rare symbol's
+    share of 0.01 up to 1 in 2000, 30 times its weight at full scale."""
+    scale = np.maximum(counts.max(-1, keepdims=True), np.finfo(np.float64).tiny)
     # the largest entry scales to 65535 up to rounding: clip, or 65536 would wrap to 0
-    return np.minimum(np.ceil(counts * 65535 / np.maximum(scale, 65535)), 65535).astype(np.uint16)
+    return np.minimum(np.ceil(counts * 65535 / scale), 65535).astype(np.uint16)
 
 
 def _padded(x: np.ndarray) -> np.ndarray:
@@ -700,53 +702,82 @@ class PlaneTables(_Tables):
     * ``REFINE``: the next magnitude bit of the significant coefficients;
     * ``FAR``: significance of the rest, the isolated ones.
 
+    Each significance pass codes its coefficients in two halves, a checkerboard over channel,
+    row and column (He et al.'s checkerboard context, 2021): the first half, where c + y + x
+    is even, then the second, whose 3x3 windows and adjacent channels hold first-half
+    coefficients, with the first half's decisions counted in its activity and tables of its
+    own. A *side* names the tables: 2 x (pass is ``FAR``) + half.
+
     The first section holds the passes of the first ``head`` planes, every later section one
     pass, so a file can be cut after any pass past the head, each cut a coarser code of the
     same image.
 
     Tables are chosen by integers the decoder already has. A significance decision's table is
-    one of ``classes`` per plane, channel and pass, by its *activity* (1 + own)^2 (1 + near)
+    one of ``classes`` per plane, channel and side, by its *activity* (1 + own)^2 (1 + mates)
     (1 + all): sums over its 3x3 window of the magnitudes so far (the finished planes, plus 1
     where this plane's decisions already made a coefficient significant; each clipped at
-    ``CLIP``), in its own channel, in the two beside it, and in every channel (``boxes``),
-    against the channel's ``thresholds[p, c, pass]``. A refinement bit's table is one of 3 per
-    plane and channel: the magnitude so far, 1, 2 or 3 and more.
+    ``CLIP``), in its own channel, in its *partner* channels, and in every channel, against
+    the channel's ``thresholds[p, c, side]``. A channel's partners are the few whose
+    magnitudes follow its own most closely on the training photos (``fit_partners``): in the
+    coding space's order the channels beside a channel are not the likeliest to be busy where
+    it is (which pass a coefficient is in still goes by them: the quantizer decides that
+    before any table exists).
+    A refinement bit's table is one of 3 per plane and channel: the magnitude so far, 1, 2 or
+    3 and more.
 
-    Arrays: ``significance[p, c, pass, class, 3]`` (pass 0 ``NEAR``, 1 ``FAR``) and
-    ``refinement[p, c, 3, 2]`` (uint16 counts), ``thresholds[p, c, 2, classes - 1]`` (int64,
-    non-decreasing, in [0, 2^40)), ``head`` (one int32)."""
+    Arrays: ``significance[p, c, side, class, 3]`` and ``refinement[p, c, 3, 2]`` (uint16
+    counts), ``thresholds[p, c, side, classes - 1]`` (int64, non-decreasing, in [0, 2^40)),
+    ``partners[c, k]`` (int32, 1 <= k <= ``MATES``), ``head`` and ``order`` (one int32 each: ``order`` is the coding
+    order, ``ORDER``; tables saved without it are an earlier order's, which this coder cannot
+    decode)."""
 
     NEAR, REFINE, FAR = 0, 1, 2
+    SIDES = 4
+    ORDER = 2
+    """The coding order these tables are for: 1, the passes whole, activities from the
+    adjacent channels (tables saved before ``order`` was); 2, each significance pass in
+    checkerboard halves, activities from partner channels."""
     CLIP = 15
-    """Largest magnitude an activity counts: (1 + 135)^2 (1 + 270)(1 + 34560) < 2**40."""
+    MATES = 12
+    """Largest magnitude an activity counts, and most partners a channel has: (1 + 135)^2
+    (1 + 12 x 135)(1 + 34560) < 2**40."""
 
     def __init__(self, significance: np.ndarray, refinement: np.ndarray, thresholds: np.ndarray,
-                 head: np.ndarray | int = 1) -> None:
+                 head: np.ndarray | int = 1, order: np.ndarray | int = 1, partners: np.ndarray | None = None) -> None:
+        order = int(np.asarray(order).reshape(-1)[0])
+        if order != self.ORDER or partners is None:
+            raise ValueError(f"plane tables for coding order {order}; this aecodec codes order {self.ORDER}: "
+                             "export the model again with this version")
+        self.partners = np.ascontiguousarray(partners, dtype=np.int64)
         self.significance = np.ascontiguousarray(significance, dtype=np.uint16)
         self.refinement = np.ascontiguousarray(refinement, dtype=np.uint16)
         self.thresholds = np.ascontiguousarray(thresholds, dtype=np.int64)
         self.head = int(np.asarray(head).reshape(-1)[0])
-        if self.significance.ndim != 5 or self.significance.shape[2] != 2 or self.significance.shape[-1] != 3:
-            raise ValueError("significance tables must be (planes, channels, 2, classes, 3)")
+        if self.significance.ndim != 5 or self.significance.shape[2] != self.SIDES or self.significance.shape[-1] != 3:
+            raise ValueError(f"significance tables must be (planes, channels, {self.SIDES}, classes, 3)")
         self.planes, self.channels, _, self.classes = self.significance.shape[:4]
         if self.refinement.shape != (self.planes, self.channels, 3, 2) or \
-                self.thresholds.shape != (self.planes, self.channels, 2, self.classes - 1) or \
+                self.partners.ndim != 2 or len(self.partners) != self.channels or \
+                not 1 <= self.partners.shape[1] <= self.MATES or not (0 <= self.partners).all() or \
+                not (self.partners < self.channels).all() or \
+                self.thresholds.shape != (self.planes, self.channels, self.SIDES, self.classes - 1) or \
                 (np.diff(self.thresholds, axis=-1) < 0).any() or self.thresholds.min(initial=0) < 0 or \
                 self.thresholds.max(initial=0) >= 1 << 40 or not 1 <= self.head <= self.planes:
-            raise ValueError("plane tables, thresholds or head do not match each other")
+            raise ValueError("plane tables, thresholds, partners or head do not match each other")
         self.sections = 1 + 3 * (self.planes - self.head)
 
     def arrays(self) -> dict[str, np.ndarray]:
         return {"significance": self.significance, "refinement": self.refinement, "thresholds": self.thresholds,
-                "head": np.array([self.head], dtype=np.int32)}
+                "partners": self.partners.astype(np.int32), "head": np.array([self.head], dtype=np.int32),
+                "order": np.array([self.ORDER], dtype=np.int32)}
 
     @cached_property
-    def _tables(self) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-        """Per plane, each pass's normalised tables as float64 rows (exact: see the module
-        doc), indexed by the flat context."""
+    def _tables(self) -> list[tuple[list[np.ndarray], np.ndarray]]:
+        """Per plane, each side's significance tables and the refinement tables, normalised,
+        as float64 rows (exact: see the module doc) indexed by the flat context."""
         sig, ref = normalize_counts(self.significance).astype(np.float64), normalize_counts(self.refinement)
-        return [(np.ascontiguousarray(sig[p, :, 0]).reshape(-1, 3), ref[p].reshape(-1, 2).astype(np.float64),
-                 np.ascontiguousarray(sig[p, :, 1]).reshape(-1, 3)) for p in range(self.planes)]
+        return [([np.ascontiguousarray(sig[p, :, side]).reshape(-1, 3) for side in range(self.SIDES)],
+                 ref[p].reshape(-1, 2).astype(np.float64)) for p in range(self.planes)]
 
     # -- the schedule and the context rule, shared by the quantizer, coder and fitting -----
     @staticmethod
@@ -760,7 +791,7 @@ class PlaneTables(_Tables):
         """Sums of the magnitudes m (..., C, h, w), each clipped at ``CLIP``, over the 3x3
         window: in the coefficient's own channel, in the two beside it, and in every channel
         ((..., 1, h, w)); int32."""
-        mc = np.minimum(m, cls.CLIP).astype(np.int32)
+        mc = np.minimum(m, cls.CLIP).astype(np.int32, copy=False)
         own = _box3(mc)
         near = np.zeros_like(own)
         near[..., 1:, :, :] += own[..., :-1, :, :]
@@ -776,54 +807,66 @@ class PlaneTables(_Tables):
         own, near, _ = cls.boxes(m) if boxes is None else boxes
         return (m == 0) & ((own + near > 0) == (kind == cls.NEAR))
 
-    def _activities(self, kind: int, m: np.ndarray, base: tuple, live: tuple) -> tuple[np.ndarray, np.ndarray]:
-        """(coded, activity): the flat indices of the coefficients (C, h, w) a significance
-        pass codes (by the finished planes' ``base`` boxes), and their activity (int64) from
-        the ``live`` boxes (this plane's decisions so far counted in)."""
-        size = m[0].size
-        coded = np.flatnonzero(self.members(kind, m, base))
-        own, near, every = live
-        return coded, ((1 + own.reshape(-1)[coded].astype(np.int64)) ** 2 * (1 + near.reshape(-1)[coded])
-                       * (1 + every.reshape(-1)[coded % size].astype(np.int64)))
+    def _sums(self, boxes: tuple[np.ndarray, np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The activity's three window sums from ``boxes``: own, the partners' own (whole
+        rows gathered: far cheaper than each coefficient's partners) and every channel's,
+        flat int32."""
+        own, _, every = boxes
+        mates = own[self.partners].sum(1, dtype=np.int32)
+        return own.reshape(-1), mates.reshape(-1), every.reshape(-1)
 
-    def _classify(self, plane: int, kind: int, coded: np.ndarray, act: np.ndarray, size: int) -> np.ndarray:
+    @staticmethod
+    def _activities(coded: np.ndarray, sums: tuple[np.ndarray, np.ndarray, np.ndarray], size: int) -> np.ndarray:
+        """Activities (int64) of the coefficients at flat indices ``coded`` (C, h, w) of ``size`` per channel."""
+        own, mates, every = sums
+        return ((1 + own[coded].astype(np.int64)) ** 2 * (1 + mates[coded].astype(np.int64))
+                * (1 + every[coded % size].astype(np.int64)))
+
+    def _classify(self, plane: int, side: int, coded: np.ndarray, act: np.ndarray, size: int) -> np.ndarray:
         """Flat contexts (channel x classes + class) of coded coefficients with these activities.
         One search covers every channel's thresholds: channel c's keys start at c x 2^41, above
         every activity (< 2^40), so the count found is c x (classes - 1) + the class."""
         which = coded // size
-        keys = self._threshold_keys[plane, int(kind == self.FAR)]
+        keys = self._threshold_keys[plane, side]
         return which * self.classes + np.searchsorted(keys, (which << 41) + act, side="right") - which * (self.classes - 1)
 
     @cached_property
     def _threshold_keys(self) -> np.ndarray:
-        """(planes, 2, channels x (classes - 1)): thresholds[p, c, side, j] + c x 2^41, sorted."""
+        """(planes, sides, channels x (classes - 1)): thresholds[p, c, side, j] + c x 2^41, sorted."""
         shifted = self.thresholds + (np.arange(self.channels, dtype=np.int64) << 41)[:, None, None]
-        return np.ascontiguousarray(shifted.transpose(0, 2, 1, 3).reshape(self.planes, 2, -1))
+        return np.ascontiguousarray(shifted.transpose(0, 2, 1, 3).reshape(self.planes, self.SIDES, -1))
 
     def _steps(self, sections: int, shape: tuple[int, ...],
                decisions: Callable[[int, int, int, int, np.ndarray, np.ndarray], np.ndarray]) -> None:
         """Run the rule over the passes of the first ``sections`` sections:
-        ``decisions(i, section, plane, kind, coded, key)`` gets the flat indices of the
-        coefficients (C, h, w) pass i codes and, for each, its activity (significance) or its
-        magnitude so far less 1, at most 2 (refinement), and returns pass i's decisions
-        (C, h, w), right at least at ``coded``."""
-        m = np.zeros(shape, dtype=np.int64)
+        ``decisions(i, section, plane, side, coded, key)`` gets the flat indices of the
+        coefficients (C, h, w) that pass i codes on that side (-1 for refinement) and, for
+        each, its activity (significance) or its magnitude so far less 1, at most 2
+        (refinement), and returns pass i's decisions (C, h, w), right at least at ``coded``
+        and at every coefficient its earlier calls coded."""
+        m = np.zeros(shape, dtype=np.int32)
+        size = int(np.prod(shape[1:]))
+        second = (np.indices(shape).sum(0) % 2 == 1).reshape(-1)  # the checkerboard's second half
         for i, (section, plane, kind) in enumerate(self.passes(self.planes, self.head, sections)):
             if kind == self.NEAR:  # a new plane
                 fresh = np.zeros(shape, dtype=bool)
-                base = live = self.boxes(m)
+                base = self.boxes(m)  # which pass codes what
+                live = self._sums(base)  # what the activities count
             if kind == self.REFINE:
                 coded = np.flatnonzero(m > 0)
-                bits = decisions(i, section, plane, kind, coded, np.minimum(m.reshape(-1)[coded], 3) - 1)
+                bits = decisions(i, section, plane, -1, coded, np.minimum(m.reshape(-1)[coded], 3) - 1)
                 continue
-            coded, act = self._activities(kind, m, base, live)
-            got = decisions(i, section, plane, kind, coded, act)
-            new = coded[got.reshape(-1)[coded] > 0]
-            fresh.reshape(-1)[new] = True
-            if kind == self.NEAR and len(new):  # the far pass sees them
-                live = self.boxes(m + fresh)
-            elif kind == self.FAR:
-                m = np.where(m > 0, 2 * m + bits, fresh.astype(np.int64))
+            members = np.flatnonzero(self.members(kind, m, base))
+            later = second[members]
+            for half, coded in enumerate((members[~later], members[later])):
+                got = decisions(i, section, plane, 2 * int(kind == self.FAR) + half, coded,
+                                self._activities(coded, live, size))
+                new = coded[got.reshape(-1)[coded] > 0]
+                fresh.reshape(-1)[new] = True
+                if len(new) and (kind, half) != (self.FAR, 1):  # the rest of the plane sees them
+                    live = self._sums(self.boxes(m + fresh))
+            if kind == self.FAR:
+                m = np.where(m > 0, 2 * m + bits, fresh).astype(np.int32, copy=False)
 
     def _walk(self, sections: int, shape: tuple[int, ...],
               decisions: Callable[[int, int, np.ndarray, np.ndarray, np.ndarray], np.ndarray]) -> None:
@@ -831,9 +874,11 @@ class PlaneTables(_Tables):
         where ``tables[ctx]`` (len(coded), K) float64 are the coded coefficients' rows, in order."""
         size = int(np.prod(shape[1:]))
 
-        def step(i: int, section: int, plane: int, kind: int, coded: np.ndarray, key: np.ndarray) -> np.ndarray:
-            ctx = (coded // size) * 3 + key if kind == self.REFINE else self._classify(plane, kind, coded, key, size)
-            return decisions(i, section, coded, self._tables[plane][kind], ctx)
+        def step(i: int, section: int, plane: int, side: int, coded: np.ndarray, key: np.ndarray) -> np.ndarray:
+            significance, refinement = self._tables[plane]
+            if side < 0:
+                return decisions(i, section, coded, refinement, (coded // size) * 3 + key)
+            return decisions(i, section, coded, significance[side], self._classify(plane, side, coded, key, size))
 
         self._steps(sections, shape, step)
 
@@ -899,28 +944,32 @@ class PlaneTables(_Tables):
 
     # -- fitting ------------------------------------------------------------------------
     @classmethod
-    def fit(cls, symbols: list[np.ndarray], head: int, classes: int = 8, pseudo: float = 32.0) -> PlaneTables:
+    def fit(cls, symbols: list[np.ndarray], head: int, classes: int = 16, pseudo: float = 32.0,
+            pooled: bool = False) -> PlaneTables:
         """Tables and thresholds from every pass's decisions (3 x planes, C, h, w) of training
         images. Each channel's thresholds split the activities its coefficients see in a pass
         into ``classes`` equally common ranges; each table is the decisions counted there plus
         ``pseudo`` samples' worth of the channel's own distribution over all classes, so a
-        class that training saw rarely falls back on the channel, not on noise."""
+        class that training saw rarely falls back on the channel, not on noise. ``pooled``
+        gives every side one table, counted over all: with one class, tables that see nothing
+        of the neighbourhood (what ``benchmarks.context`` measures against)."""
         n, channels = symbols[0].shape[:2]
         if n % 3:
             raise ValueError("tables are fitted on whole planes (three passes each)")
         planes = n // 3
-        sig = np.zeros((planes, channels, 2, classes, 3))
+        partners = cls.fit_partners(symbols)
+        sig = np.zeros((planes, channels, cls.SIDES, classes, 3))
         ref = np.zeros((planes, channels, 3, 2))
-        thresholds = np.zeros((planes, channels, 2, classes - 1), dtype=np.int64)
+        thresholds = np.zeros((planes, channels, cls.SIDES, classes - 1), dtype=np.int64)
         # activities of every 32nd coded coefficient set the thresholds (all of them would
         # take gigabytes); then a second run counts the decisions in the classes they make
-        seen: list[list] = [[[], []] for _ in range(planes)]  # per plane and side: (channel, activity)
-        probe = cls(sig, ref, thresholds, head)
+        seen: list[list] = [[[] for _ in range(cls.SIDES)] for _ in range(planes)]  # (channel, activity)
+        probe = cls(sig, ref, thresholds, head, cls.ORDER, partners)
         for img in symbols:
-            def record(i: int, section: int, plane: int, kind: int, coded: np.ndarray, key: np.ndarray,
+            def record(i: int, section: int, plane: int, side: int, coded: np.ndarray, key: np.ndarray,
                        img: np.ndarray = img) -> np.ndarray:
-                if kind != cls.REFINE:
-                    seen[plane][int(kind == cls.FAR)].append((coded[::32] // img[0, 0].size, key[::32]))
+                if side >= 0:
+                    seen[plane][side].append((coded[::32] // img[0, 0].size, key[::32]))
                 return img[i]
 
             probe._steps(probe.sections, img.shape[1:], record)
@@ -935,23 +984,44 @@ class PlaneTables(_Tables):
                     if bounds[c + 1] > bounds[c]:
                         thresholds[plane, c, side] = np.quantile(acts[order[bounds[c] : bounds[c + 1]]],
                                                                  np.arange(1, classes) / classes, method="lower")
-        probe = cls(sig, ref, thresholds, head)
+        probe = cls(sig, ref, thresholds, head, cls.ORDER, partners)
         for img in symbols:
             size = img[0, 0].size
 
-            def count(i: int, section: int, plane: int, kind: int, coded: np.ndarray, key: np.ndarray,
+            def count(i: int, section: int, plane: int, side: int, coded: np.ndarray, key: np.ndarray,
                       img: np.ndarray = img, size: int = size) -> np.ndarray:
-                if kind == cls.REFINE:
+                if side < 0:
                     rows, ctx = ref[plane], (coded // size) * 3 + key
                 else:
-                    rows, ctx = sig[plane, :, int(kind == cls.FAR)], probe._classify(plane, kind, coded, key, size)
+                    rows, ctx = sig[plane, :, side], probe._classify(plane, side, coded, key, size)
                 width = rows.shape[-1]
                 hist = np.bincount(ctx * width + img[i].reshape(-1)[coded], minlength=rows.size)
                 rows += hist.reshape(rows.shape)
                 return img[i]
 
             probe._steps(probe.sections, img.shape[1:], count)
+        if pooled:
+            sig[:] = sig.sum(2, keepdims=True)
         for table, axis in ((sig, 3), (ref, 2)):
             marginal = table.sum(axis, keepdims=True)
             table += pseudo * (marginal + 1) / (marginal + 1).sum(-1, keepdims=True)
-        return cls(quantise16(sig), quantise16(ref), thresholds, head)
+        return cls(quantise16(sig), quantise16(ref), thresholds, head, cls.ORDER, partners)
+
+    @classmethod
+    def fit_partners(cls, symbols: list[np.ndarray], count: int = 4) -> np.ndarray:
+        """(C, count): for each channel the others whose magnitudes correlate most with its
+        own over the training images' positions, a magnitude measured as the number of planes
+        it is significant in (its log2, to within one)."""
+        planes = len(symbols[0]) // 3
+        rows = []
+        for img in symbols:
+            first = np.full(img.shape[1:], planes)
+            for i, (_, plane, kind) in enumerate(cls.passes(planes, 1, 1 + 3 * (planes - 1))):
+                if kind != cls.REFINE:
+                    first = np.where((first == planes) & (img[i] > 0), plane, first)
+            rows.append((planes - first).reshape(len(first), -1).astype(np.float64))
+        v = np.concatenate(rows, 1)
+        v = (v - v.mean(1, keepdims=True)) / np.maximum(v.std(1, keepdims=True), 1e-9)
+        corr = v @ v.T / v.shape[1]
+        np.fill_diagonal(corr, -np.inf)  # itself last: a partner only of a channel with one other or none
+        return np.argsort(-corr, axis=1, kind="stable")[:, np.arange(count) % len(corr)]

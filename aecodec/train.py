@@ -44,6 +44,10 @@ INIT_CROPS = 512
 """Training crops whose latents initialise the bottleneck: 32768 positions at 128 x 128, 128
 per code of a 256-code RVQ stage (k-means on a quarter of that fits its sample)."""
 
+BALANCE_CROPS = 16
+"""Training crops on which a coding space's axes are balanced (``CodingSpace.balance``): 1024
+positions at 128 x 128, each axis's cost a mean over all of them."""
+
 KLT_CROPS = 2048
 """Training crops whose 16x16 blocks a new linear path's KLT is fitted to: 131072 blocks at
 128 x 128, about 170 per coefficient of a 768-coefficient block."""
@@ -356,6 +360,11 @@ def train(cfg: TrainConfig, model_config: ModelConfig, resume: bool = False,
         if hasattr(model.bottleneck, "adopt_coding_space") and hasattr(source.bottleneck, "coding_space"):
             # an RVQ on a VAE's transforms, its stages refining as the VAE's levels do
             model.bottleneck.adopt_coding_space(*source.bottleneck.coding_space(), steps=source.bottleneck.level_steps())
+            if model.bottleneck.balanced:
+                with torch.no_grad():
+                    lat = model.analysis(random_crops(train_imgs, BALANCE_CROPS, cfg.crop, rng, cfg.min_scale).to(device))
+                scale = model.bottleneck.balance(model.synthesis, lat)
+                print(f"balanced the coding space: axis scales {float(scale.min()):.2f} to {float(scale.max()):.2f}")
         step = cfg.warmup  # trained transforms replace the plain-autoencoder phase
         print(f"initialised from {init}" + (" (transforms only)" if new_bottleneck else ""))
     model.train()
@@ -373,12 +382,7 @@ def train(cfg: TrainConfig, model_config: ModelConfig, resume: bool = False,
     while step < cfg.steps:
         if needs_init and step == cfg.warmup:
             needs_init = False
-            with torch.no_grad():
-                lat = torch.cat([model.analysis(random_crops(train_imgs, 64, cfg.crop, rng, cfg.min_scale).to(device))
-                                 .permute(0, 2, 3, 1).reshape(-1, model_config.latent).cpu()
-                                 for _ in range(INIT_CROPS // 64)])
-            model.bottleneck.initialise(lat, seed=cfg.seed)
-            model.bottleneck.to(device)
+            _initialise_bottleneck(model, train_imgs, cfg, rng, device)
         if cfg.schedule == "plateau":
             lr = cfg.lr * plateau.factor
         else:
@@ -434,7 +438,20 @@ def train(cfg: TrainConfig, model_config: ModelConfig, resume: bool = False,
                 rows = validate(model, val_imgs, device)
                 tqdm.write(f"step {step} val: " + "  ".join(f"q{r['quality']} {r['bpp']:.3f}bpp {r['psnr']:.2f}dB" for r in rows))
     bar.close()
+    if needs_init:  # exported with no training step: the bottleneck still fits what it fits on latents
+        _initialise_bottleneck(model, train_imgs, cfg, rng, device)
     return export(model, train_imgs, views, out, device, step, time.time() - start, cfg.rate_bias)
+
+
+def _initialise_bottleneck(model: AutoEncoder, train_imgs: list[torch.Tensor], cfg: TrainConfig,
+                           rng: random.Random, device: torch.device) -> None:
+    """``initialise`` the bottleneck on the latents of ``INIT_CROPS`` random training crops."""
+    with torch.no_grad():
+        lat = torch.cat([model.analysis(random_crops(train_imgs, 64, cfg.crop, rng, cfg.min_scale).to(device))
+                         .permute(0, 2, 3, 1).reshape(-1, model.config.latent).cpu()
+                         for _ in range(INIT_CROPS // 64)])
+    model.bottleneck.initialise(lat, seed=cfg.seed)
+    model.bottleneck.to(device)
 
 
 RATE_BIASES = (0.0, 0.1, 0.2, 0.4, 0.8, 1.0, 1.5)

@@ -90,7 +90,8 @@ OTHER_BENCHMARKS = {
     "codes.md": ("The code itself: sparsity and stability", "python -m benchmarks.codes --dataset ../shared/data/kodak"),
     "context.md": ("Entropy models: context tables against factorized tables",
                    "python -m benchmarks.context --dataset ../shared/data/kodak --train ../shared/data/train --model vae"),
-    "context_rvq.md": ("Entropy models: the lattice rvq's activity classes against one table per pass",
+    "context_rvq.md": ("Entropy models: the lattice rvq's neighbourhood contexts (its passes, checkerboard halves "
+                       "and activity classes) against tables that see no neighbourhood",
                        "python -m benchmarks.context --dataset ../shared/data/kodak --train ../shared/data/train "
                        "--model rvq --out benchmarks/results/context_rvq.json"),
     "index_context.md": ("Entropy models: what context could save on the ECVQ residual VQ's indices "

@@ -65,6 +65,25 @@ def test_plane_tables_round_trip_every_level(level):
     assert np.array_equal(tables.decode(chunks, symbols.shape[1:]), symbols)
 
 
+def test_balance_makes_a_unit_error_cost_alike_on_every_axis():
+    """A linear synthesis whose axes weigh 1, 2 and 4: balancing scales them by their weight
+    over the median's, so that a unit step costs the same through the synthesis."""
+    q = LatticeRVQ(3)
+    weights = torch.tensor([1.0, 2.0, 4.0])
+    synthesis = torch.nn.Conv2d(3, 3, 1, bias=False)
+    with torch.no_grad():
+        synthesis.weight.copy_(torch.diag(weights)[:, :, None, None])
+    scale = q.balance(synthesis, torch.randn(4, 3, 16, 16))
+    assert torch.allclose(scale, weights / 2, rtol=0.05)
+    z = torch.randn(5, 3)
+    assert torch.allclose(q._from_space(q._to_space(z)), z, atol=1e-5)  # still a map and its inverse
+    for axis in range(3):  # a unit step on each axis of the space moves the image alike
+        step = torch.zeros(1, 3)
+        step[0, axis] = 1.0
+        moved = synthesis(q._from_space(step)[:, :, None, None]).square().sum()
+        assert torch.isclose(moved, torch.tensor(4.0), rtol=0.1)
+
+
 def test_context_coding_beats_one_table_per_channel():
     """Fitted on 40 images, tested on another: the neighbourhood classes must save bits."""
     torch.manual_seed(1)
@@ -77,7 +96,7 @@ def test_context_coding_beats_one_table_per_channel():
     counts = with_context.significance.astype(np.float64).sum((2, 3), keepdims=True)  # one table per channel
     flat = counts * 65535 / counts.max(-1, keepdims=True)
     without = PlaneTables(np.broadcast_to(flat, with_context.significance.shape), with_context.refinement,
-                          with_context.thresholds, with_context.head)
+                          with_context.thresholds, with_context.head, PlaneTables.ORDER, with_context.partners)
     test = symbols[:, 40]
     assert sum(map(len, with_context.encode(test))) < 0.95 * sum(map(len, without.encode(test)))
 
@@ -106,4 +125,50 @@ def test_tables_reject_inconsistent_arrays():
         PlaneTables(**(arrays | {"significance": arrays["significance"][:, :, :1]}))
     with pytest.raises(ValueError):
         PlaneTables(**(arrays | {"head": np.array([tables.planes + 1])}))
+    too_many = np.zeros((tables.channels, PlaneTables.MATES + 1), dtype=np.int32)
+    for partners in (arrays["partners"][:-1], too_many, arrays["partners"] + tables.channels, -arrays["partners"] - 1):
+        with pytest.raises(ValueError, match="partners"):
+            PlaneTables(**(arrays | {"partners": partners}))
     assert np.array_equal(PlaneTables(**arrays).significance, tables.significance)
+
+
+def test_tables_of_an_earlier_coding_order_are_refused():
+    """Tables saved before the checkerboard halves (no ``order``) would decode their files
+    wrongly with today's order: refused, with what to do."""
+    arrays = _quantizer_and_tables()[2].arrays()
+    earlier = {k: v for k, v in arrays.items() if k != "order"}
+    for bad in (earlier, arrays | {"order": np.array([1], dtype=np.int32)}):
+        with pytest.raises(ValueError, match="coding order 1.*export the model again"):
+            PlaneTables(**bad)
+
+
+def test_partners_are_the_channels_whose_magnitudes_follow_most_closely():
+    """Six channels in three pairs that share a scale field: each channel's first partner is
+    its pair."""
+    torch.manual_seed(4)
+    q = LatticeRVQ(6, planes=6, head=2, top_step=32.0)
+    fields = torch.rand(30, 3, 1, 1) * torch.rand(30, 3, 12, 12) * 20
+    latents = torch.randn(30, 6, 12, 12) * fields.repeat_interleave(2, dim=1)
+    symbols = q.encode(latents, q.levels)
+    partners = PlaneTables.fit_partners([symbols[:, i] for i in range(30)])
+    assert partners[:, 0].tolist() == [1, 0, 3, 2, 5, 4]
+
+
+def test_second_half_of_a_pass_sees_the_first_halfs_decisions():
+    """One plane, one channel: the far pass codes every coefficient, first where y + x is even.
+    If (2, 2) becomes significant there, its second-half neighbour (2, 3) counts it in its
+    activity, and a second-half coefficient away from it does not."""
+    tables = PlaneTables(np.ones((1, 1, 4, 1, 3)), np.ones((1, 1, 3, 2)), np.zeros((1, 1, 4, 0), dtype=np.int64),
+                         1, PlaneTables.ORDER, np.zeros((1, 2), dtype=np.int32))
+    decisions = np.zeros((3, 1, 6, 6), dtype=np.int8)
+    decisions[2, 0, 2, 2] = 1
+    seen: dict[int, dict[int, int]] = {}
+
+    def record(i, section, plane, side, coded, key):
+        seen[side] = dict(zip(coded.tolist(), key.tolist()))
+        return decisions[i]
+
+    tables._steps(1, (1, 6, 6), record)
+    far_first, far_second = seen[2 * 1 + 0], seen[2 * 1 + 1]
+    assert 2 * 6 + 2 in far_first and 2 * 6 + 3 not in far_first
+    assert far_second[2 * 6 + 3] > far_second[0 * 6 + 5] == far_first[2 * 6 + 2] == 1

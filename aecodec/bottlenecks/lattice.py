@@ -38,6 +38,7 @@ class LatticeRVQ(CodingSpace):
     coefficient is reconstructed at ``offset`` of the way through its cell."""
 
     entropy_model = PlaneTables
+    balanced = True
 
     def __init__(self, dim: int, planes: int = 12, head: int = 6, top_step: float = 512.0,
                  offset: float = 0.5) -> None:
@@ -62,22 +63,21 @@ class LatticeRVQ(CodingSpace):
         b, _, h, w = latent.shape
         flat = self._to_space(rearrange(latent.float(), "b c h w -> (b h w) c"))
         z = rearrange(flat.double().numpy(), "(b h w) c -> b c h w", b=b, h=h, w=w)
-        negative = z < 0
+        sign = np.where(z < 0, 2, 1).astype(np.int8)  # the symbol of becoming significant
         passes = self._passes(level)
         finest = passes[-1][1]
         magnitude = np.minimum(np.abs(z), np.nextafter(2 * self.top_step, 0))
-        finest_m = np.floor(magnitude / (self.top_step / 2**finest)).astype(np.int64)
+        finest_m = np.floor(magnitude / (self.top_step / 2**finest)).astype(np.int32)  # < 2^(planes + 1)
         out = np.zeros((len(passes), *z.shape), dtype=np.int8)
-        before = np.zeros(z.shape, dtype=np.int64)  # magnitudes of the finished planes
+        before = np.zeros(z.shape, dtype=np.int32)  # magnitudes of the finished planes
         for i, (_, plane, kind) in enumerate(passes):
             if kind == PlaneTables.NEAR:
                 m = finest_m >> (finest - plane)  # floor(|z| / step) at this plane, exactly
                 boxes = PlaneTables.boxes(before)
             if kind == PlaneTables.REFINE:
-                out[i] = np.where(before > 0, m - 2 * before, 0)
+                out[i] = (m - 2 * before) * (before > 0)
                 continue
-            coded = PlaneTables.members(kind, before, boxes) & (m > 0)
-            out[i] = np.where(coded, np.where(negative, 2, 1), 0)
+            out[i] = sign * (PlaneTables.members(kind, before, boxes) & (m > 0))
             if kind == PlaneTables.FAR:
                 before = m
         return out
