@@ -7,11 +7,11 @@ of images and on the held-out views of the training photos.
 
 For a VAE the tables without context are its factorized prior's. For the lattice `rvq` they
 are plane tables that see nothing of the neighbourhood: one significance table per plane and
-channel for both significance passes, refinement tables as before (by the coefficient's own
-magnitude), counted on the same training photos. The passes' order stays, so the decisions and
-the pixels are the same; what differs is what the neighbourhood is allowed to tell the tables
-(which pass a coefficient is in, and its activity class). ``--classes-only`` keeps the passes
-apart and drops only the activity classes.
+channel for every side (both passes, both checkerboard halves), refinement tables as before (by
+the coefficient's own magnitude), counted on the same training photos. The passes' order
+stays, so the decisions and the pixels are the same; what differs is what the neighbourhood is
+allowed to tell the tables (which pass and half a coefficient is in, and its activity class).
+``--classes-only`` keeps the sides apart and drops only the activity classes.
 bpp is whole .aec files; PSNR is the decoded 8-bit image's, identical for both tables (the
 values coded are the same: rate-biased rounding prices choices with the factorized tables in
 both). BD-rate is the new tables' against the old over the model's quality ladder.
@@ -42,8 +42,7 @@ from .kodak_roundtrip import save
 def factorized(codec: Codec, train: Path | None = None, classes_only: bool = False) -> Codec:
     """The same model with its tables without context: a VAE's factorized tables (what its
     files were before context), or plane tables with one class and, unless ``classes_only``,
-    one table for both significance passes, counted on the training photos of ``train`` (the
-    lattice rvq)."""
+    one table for every side, counted on the training photos of ``train`` (the lattice rvq)."""
     plain = copy.deepcopy(codec.model)
     if isinstance(plain.entropy, PlaneTables):
         photos = load_folder(train)[: -TrainConfig.val_count]
@@ -96,8 +95,8 @@ def baseline(codec: Codec, classes_only: bool) -> str:
     if not isinstance(codec.model.entropy, PlaneTables):
         return "the factorized prior's tables"
     if classes_only:
-        return "one table per plane, channel and pass (no activity classes)"
-    return "one significance table per plane and channel (neither pass nor activity class)"
+        return "one table per plane, channel and side (no activity classes)"
+    return "one significance table per plane and channel (neither pass, half nor activity class)"
 
 
 def markdown(result: dict) -> str:

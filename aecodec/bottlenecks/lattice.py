@@ -38,7 +38,7 @@ class LatticeRVQ(CodingSpace):
     coefficient is reconstructed at ``offset`` of the way through its cell."""
 
     entropy_model = PlaneTables
-    balanced = True
+    balanced = True  # one step for every axis: the axes must cost alike
 
     def __init__(self, dim: int, planes: int = 12, head: int = 6, top_step: float = 512.0,
                  offset: float = 0.5) -> None:
