@@ -809,10 +809,13 @@ class PlaneTables(_Tables):
 
     def _sums(self, boxes: tuple[np.ndarray, np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """The activity's three window sums from ``boxes``: own, the partners' own (whole
-        rows gathered: far cheaper than each coefficient's partners) and every channel's,
-        flat int32."""
+        rows gathered: far cheaper than each coefficient's partners; one partner at a time, so
+        a large image holds one more latent-sized array, not one per partner) and every
+        channel's, flat int32."""
         own, _, every = boxes
-        mates = own[self.partners].sum(1, dtype=np.int32)
+        mates = own[self.partners[:, 0]]
+        for column in self.partners.T[1:]:
+            mates += own[column]
         return own.reshape(-1), mates.reshape(-1), every.reshape(-1)
 
     @staticmethod
