@@ -209,7 +209,7 @@ def _train(args: argparse.Namespace) -> None:
         default_qualities = ModelConfig().qualities
     qualities = [int(q) for q in args.qualities.split(",")] if args.qualities else default_qualities
     mcfg = ModelConfig(name=args.name or args.bottleneck, bottleneck=args.bottleneck, transform=args.transform,
-                       channels=args.channels, latent=args.latent,
+                       channels=args.channels, latent=args.latent, detail=args.detail,
                        bottleneck_args=bottleneck_args,
                        qualities=qualities, default_quality=min(args.default_quality, len(qualities)))
     train(cfg, mcfg, resume=args.resume, init=args.init, name=args.name)
@@ -307,6 +307,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="gdn: the GDN stack alone; lapped: a KLT-initialised linear lapped transform plus the GDN stack as a residual")
     p.add_argument("--channels", type=int, default=96)
     p.add_argument("--latent", type=int, default=96)
+    p.add_argument("--detail", type=int, default=0,
+                   help="lapped: how many of the latent's channels are detail coefficients (with --init from a "
+                        "model without them: fitted to what its transforms miss)")
     p.add_argument("--stages", type=int, default=32, help="rvq: quantizer stages")
     p.add_argument("--codebook-size", type=int, default=256, help="rvq: codes per stage")
     p.add_argument("--group-dim", type=int, default=None, metavar="D",

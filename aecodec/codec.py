@@ -152,7 +152,7 @@ class Codec:
         for idx in _batches(images, lambda img: (_padded(img.size[::-1]),), batch_size):
             group = [to_planes(images[i]) for i in idx]  # converted a batch at a time
             x = pad_to_stride(torch.stack([p.rgb for p in group]), STRIDE)
-            symbols = self.model.symbols(analyse(self.model.analysis, x), level, beam)
+            symbols = self.model.symbols(analyse(self.model.analyse, x), level, beam)
             bases = self._reconstruct(symbols, level, group) if refine else [None] * len(idx)
             for j, (i, p) in enumerate(zip(idx, group)):
                 sections = self.model.entropy.encode(symbols[:, j], level)
@@ -187,7 +187,7 @@ class Codec:
         bits the levels leave unused, or reaches a PSNR they cannot (or with fewer bytes)."""
         p = to_planes(image)
         levels = self.model.bottleneck.levels
-        latent = analyse(self.model.analysis, pad_to_stride(p.rgb[None], STRIDE))
+        latent = analyse(self.model.analyse, pad_to_stride(p.rgb[None], STRIDE))
         symbols = functools.cache(lambda n: self.model.symbols(latent, n, beam))
         sections = functools.cache(lambda n: self.model.entropy.encode(symbols(n)[:, 0], n))
         base = functools.cache(lambda n: self._reconstruct(symbols(n), n, [p])[0])

@@ -32,6 +32,9 @@ class ModelConfig:
     the first models, or "lapped", a linear lapped transform with the GDN stack beside it."""
     channels: int = 64
     latent: int = 64
+    detail: int = 0
+    """How many of the ``latent`` channels are detail coefficients (the lapped transform's
+    projections onto a fitted basis, ``transforms.LappedAnalysis``), the last ones."""
     bottleneck_args: dict = field(default_factory=lambda: {"stages": 32, "codebook_size": 256})
     qualities: list[int] = field(default_factory=lambda: [3, 5, 8, 12, 16, 22, 28, 32])
     """The bottleneck's rate level used by quality 1, 2, ... (RVQ: stages; VAE: gain vector)."""
@@ -52,6 +55,8 @@ class ModelConfig:
             raise ModelError(f"model name {self.name!r} must be 1-32 of a-z, 0-9, '_' and '-', starting with a letter or digit")
         if self.transform not in TRANSFORMS:
             raise ModelError(f"unknown transform {self.transform!r} (known: {', '.join(TRANSFORMS)})")
+        if self.detail and (self.transform != "lapped" or not 0 < self.detail < self.latent):
+            raise ModelError(f"{self.detail} detail channels need the lapped transform and fewer than the latent's {self.latent}")
 
 
 class AutoEncoder(nn.Module):
@@ -59,19 +64,31 @@ class AutoEncoder(nn.Module):
         super().__init__()
         self.config = config
         analysis, synthesis = TRANSFORMS[config.transform]
-        self.analysis = analysis(config.channels, config.latent)
+        self.analysis = analysis(config.channels, config.latent - config.detail)
         self.bottleneck = bottlenecks.create(
             config.bottleneck, dim=config.latent, **config.bottleneck_args
         )
         if config.qualities[-1] > self.bottleneck.levels:
             raise ModelError(f"quality levels {config.qualities} exceed the bottleneck's {self.bottleneck.levels} levels")
-        self.synthesis = synthesis(config.channels, config.latent)
+        self.synthesis = synthesis(config.channels, config.latent, **({"detail": config.detail} if config.detail else {}))
         self.entropy: EntropyModel | None = None
         self.fingerprint: bytes = b""  # set when loaded from bytes: identifies weights + tables
 
+    def analyse(self, x: torch.Tensor) -> torch.Tensor:
+        """Image (B, 3, H, W) -> latent: the analysis, then, for detail channels, a lifting
+        step: what the synthesis's linear path will miss of the image's detail, given the other
+        channels as the decoder will see them (the bottleneck's finest level, unquantized; a
+        bottleneck that ``grow.add_detail`` made keeps the detail channels' axes apart)."""
+        latent = self.analysis(x)
+        if not self.config.detail:
+            return latent
+        padded = torch.cat([latent, latent.new_zeros(len(latent), self.config.detail, *latent.shape[2:])], 1)
+        seen = self.bottleneck.unquantized(padded)[:, : latent.shape[1]]
+        return torch.cat([latent, self.synthesis.detail_of(x, seen)], 1)
+
     def forward(self, x: torch.Tensor, level: torch.Tensor | None = None):
         """Training pass: (reconstruction, bottleneck output, latent)."""
-        latent = self.analysis(x)
+        latent = self.analyse(x)
         out = self.bottleneck(latent, level)
         return self.synthesis(out.latent_hat), out, latent
 

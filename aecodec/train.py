@@ -30,7 +30,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from .bd import bd_rate
-from .grow import grow
+from .grow import add_detail, grow
 from .imageio import open_image, pad_to_stride, to_planes, write_atomic
 from .model import AutoEncoder, ModelConfig
 from .transforms import STRIDE, block_klt
@@ -49,8 +49,8 @@ BALANCE_CROPS = 16
 positions at 128 x 128, each axis's cost a mean over all of them."""
 
 KLT_CROPS = 2048
-"""Training crops whose 16x16 blocks a new linear path's KLT is fitted to: 131072 blocks at
-128 x 128, about 170 per coefficient of a 768-coefficient block."""
+"""Training crops whose 16x16 blocks a new linear path's KLT (or a detail basis) is fitted to:
+131072 blocks at 128 x 128, about 170 per coefficient of a 768-coefficient block."""
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".ppm"}
 
@@ -186,7 +186,7 @@ def psnr(mse: torch.Tensor) -> torch.Tensor:
 
 @torch.no_grad()
 def _latents(model: AutoEncoder, images: list[torch.Tensor], device: torch.device) -> list[torch.Tensor]:
-    return [model.analysis(pad_to_stride(img[None].float().div(255), STRIDE).to(device)).cpu() for img in images]
+    return [model.analyse(pad_to_stride(img[None].float().div(255), STRIDE).to(device)).cpu() for img in images]
 
 
 @torch.no_grad()
@@ -338,9 +338,17 @@ def train(cfg: TrainConfig, model_config: ModelConfig, resume: bool = False,
         # names and shapes (a sparse model grown from a VAE keeps its gains and prior)
         source = AutoEncoder.load(init)
         if source.config.latent < model_config.latent:  # a wider latent: grow the trained model
-            print(f"growing the latent of {init} from {source.config.latent} to {model_config.latent} channels")
-            source = grow(source, model_config.latent,
-                          random_crops(train_imgs, 128, cfg.crop, rng, cfg.min_scale), cfg.seed)
+            print(f"growing the latent of {init} from {source.config.latent} to {model_config.latent} channels"
+                  + (f", {model_config.detail} of them detail channels" if model_config.detail else ""))
+            if model_config.detail:
+                if model_config.latent - source.config.latent != model_config.detail:
+                    raise SystemExit(f"--init {init}: growing {source.config.latent} channels to {model_config.latent} "
+                                     f"adds {model_config.latent - source.config.latent} detail channels, not {model_config.detail}")
+                source = add_detail(source, model_config.detail,
+                                    random_crops(train_imgs, KLT_CROPS, cfg.crop, rng, cfg.min_scale), cfg.seed)
+            else:
+                source = grow(source, model_config.latent,
+                              random_crops(train_imgs, 128, cfg.crop, rng, cfg.min_scale), cfg.seed)
         target = model.state_dict()
         weights = {k: v for k, v in source.state_dict().items()
                    if k in target and v.shape == target[k].shape}
@@ -354,7 +362,7 @@ def train(cfg: TrainConfig, model_config: ModelConfig, resume: bool = False,
             print(f"adopting the levels of {init} into the ladder {model.bottleneck.lambdas}")
             with torch.no_grad():
                 crops = random_crops(train_imgs, 128, cfg.crop, rng, cfg.min_scale)
-                lat = model.analysis(crops.to(device)).permute(0, 2, 3, 1).reshape(-1, model_config.latent).cpu()
+                lat = model.analyse(crops.to(device)).permute(0, 2, 3, 1).reshape(-1, model_config.latent).cpu()
             model.bottleneck.adopt_levels(source.bottleneck, lat, seed=cfg.seed)
             new_bottleneck = False
         if hasattr(model.bottleneck, "adopt_coding_space") and hasattr(source.bottleneck, "coding_space"):
@@ -362,7 +370,7 @@ def train(cfg: TrainConfig, model_config: ModelConfig, resume: bool = False,
             model.bottleneck.adopt_coding_space(*source.bottleneck.coding_space(), steps=source.bottleneck.level_steps())
             if model.bottleneck.balanced:
                 with torch.no_grad():
-                    lat = model.analysis(random_crops(train_imgs, BALANCE_CROPS, cfg.crop, rng, cfg.min_scale).to(device))
+                    lat = model.analyse(random_crops(train_imgs, BALANCE_CROPS, cfg.crop, rng, cfg.min_scale).to(device))
                 scale = model.bottleneck.balance(model.synthesis, lat)
                 print(f"balanced the coding space: axis scales {float(scale.min()):.2f} to {float(scale.max()):.2f}")
         step = cfg.warmup  # trained transforms replace the plain-autoencoder phase
@@ -394,7 +402,7 @@ def train(cfg: TrainConfig, model_config: ModelConfig, resume: bool = False,
         x = random_crops(train_imgs, cfg.batch_size, cfg.crop, rng, cfg.min_scale).to(device)
         inp = corrupt(x, cfg.noise) if cfg.noise else x
         if step < cfg.warmup:
-            x_hat = model.synthesis(model.analysis(inp))
+            x_hat = model.synthesis(model.analyse(inp))
             mse = ((x_hat - x) ** 2).mean((1, 2, 3))
             loss, metrics = -psnr(mse).mean(), {}
         else:
@@ -447,7 +455,7 @@ def _initialise_bottleneck(model: AutoEncoder, train_imgs: list[torch.Tensor], c
                            rng: random.Random, device: torch.device) -> None:
     """``initialise`` the bottleneck on the latents of ``INIT_CROPS`` random training crops."""
     with torch.no_grad():
-        lat = torch.cat([model.analysis(random_crops(train_imgs, 64, cfg.crop, rng, cfg.min_scale).to(device))
+        lat = torch.cat([model.analyse(random_crops(train_imgs, 64, cfg.crop, rng, cfg.min_scale).to(device))
                          .permute(0, 2, 3, 1).reshape(-1, model.config.latent).cpu()
                          for _ in range(INIT_CROPS // 64)])
     model.bottleneck.initialise(lat, seed=cfg.seed)

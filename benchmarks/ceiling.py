@@ -69,7 +69,7 @@ def run(kodak: Path, train: Path, models: list[str]) -> dict:
     for name in models:
         net = load_model(name)
         row = {"model": name, "transform": net.config.transform, "latent": net.config.latent}
-        encode = lambda x: net.bottleneck.unquantized(net.analysis(x))
+        encode = lambda x: net.bottleneck.unquantized(net.analyse(x))
         row["psnr"] = {s: mean_psnr(encode, net.synthesis, images) for s, images in sets.items()}
         pca = block_pca(train, net.config.latent)
         row["pca_psnr"] = {s: mean_psnr(*pca, images) for s, images in sets.items()}

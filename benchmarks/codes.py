@@ -35,7 +35,7 @@ NOISE = (1, 2)
 
 @torch.inference_mode()
 def latent(codec: aecodec.Codec, img: Image.Image) -> torch.Tensor:
-    return analyse(codec.model.analysis, pad_to_stride(to_planes(img).rgb[None], STRIDE))
+    return analyse(codec.model.analyse, pad_to_stride(to_planes(img).rgb[None], STRIDE))
 
 
 def sparsity(codec: aecodec.Codec, images: list[Image.Image]) -> list[dict]:

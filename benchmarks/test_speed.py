@@ -81,7 +81,7 @@ def test_entropy_coder_alone(benchmark, codec, kodak_size):
     model = codec.model
     pixels = torch.from_numpy(np.array(kodak_size)).permute(2, 0, 1)[None].float() / 255
     with torch.no_grad():
-        symbols = model.symbols(model.analysis(pixels), model.bottleneck.levels)[:, 0]
+        symbols = model.symbols(model.analyse(pixels), model.bottleneck.levels)[:, 0]
     entropy = model.entropy
     out = benchmark(lambda: entropy.decode(entropy.encode(symbols), symbols.shape[1:]))
     _rate(benchmark, symbols.size / 1e6, "million_symbols_per_s")
