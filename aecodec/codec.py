@@ -201,8 +201,13 @@ class Codec:
             n = bisect.bisect_left(range(1, levels + 1), True, key=lambda n: not fits(file(n)))
             if n == 0:
                 raise UsageError(f"{bpp} bpp is below the smallest file ({8 * len(file(1)) / (p.width * p.height):.3f} bpp)")
-            i = bisect.bisect_left(steps, True, key=lambda step: fits(file(n, step)))
-            return file(n, steps[i]) if i < len(steps) else file(n)
+            # the refinements of the level that fits and of the one below interleave in size, and
+            # one step of either can jump by more than 5%: the larger of their best fits
+            candidates = []
+            for m in range(n, max(n - 2, 0), -1):
+                i = bisect.bisect_left(steps, True, key=lambda step: fits(file(m, step)))
+                candidates.append(file(m, steps[i]) if i < len(steps) else file(m))
+            return max(candidates, key=len)
 
         def reaches(n: int, step: int | None = None) -> bool:
             decoded = base(n) if step is None else refine.apply(base(n), refine.quantize(p.colour, base(n), step), step)

@@ -791,12 +791,17 @@ class PlaneTables(_Tables):
         """Sums of the magnitudes m (..., C, h, w), each clipped at ``CLIP``, over the 3x3
         window: in the coefficient's own channel, in the two beside it, and in every channel
         ((..., 1, h, w)); int32."""
-        mc = np.minimum(m, cls.CLIP).astype(np.int32, copy=False)
-        own = _box3(mc)
+        own, every = cls._windows(m)
         near = np.zeros_like(own)
         near[..., 1:, :, :] += own[..., :-1, :, :]
         near[..., :-1, :, :] += own[..., 1:, :, :]
-        return own, near, _box3(mc.sum(-3, keepdims=True))
+        return own, near, every
+
+    @classmethod
+    def _windows(cls, m: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The own-channel and every-channel sums of ``boxes`` (what the activities need)."""
+        mc = np.minimum(m, cls.CLIP).astype(np.int32, copy=False)
+        return _box3(mc), _box3(mc.sum(-3, keepdims=True))
 
     @classmethod
     def members(cls, kind: int, m: np.ndarray, boxes: tuple | None = None) -> np.ndarray:
@@ -807,12 +812,11 @@ class PlaneTables(_Tables):
         own, near, _ = cls.boxes(m) if boxes is None else boxes
         return (m == 0) & ((own + near > 0) == (kind == cls.NEAR))
 
-    def _sums(self, boxes: tuple[np.ndarray, np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """The activity's three window sums from ``boxes``: own, the partners' own (whole
+    def _sums(self, own: np.ndarray, every: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The activity's three window sums from ``_windows``: own, the partners' own (whole
         rows gathered: far cheaper than each coefficient's partners; one partner at a time, so
         a large image holds one more latent-sized array, not one per partner) and every
         channel's, flat int32."""
-        own, _, every = boxes
         mates = own[self.partners[:, 0]]
         for column in self.partners.T[1:]:
             mates += own[column]
@@ -849,12 +853,13 @@ class PlaneTables(_Tables):
         and at every coefficient its earlier calls coded."""
         m = np.zeros(shape, dtype=np.int32)
         size = int(np.prod(shape[1:]))
-        second = (np.indices(shape).sum(0) % 2 == 1).reshape(-1)  # the checkerboard's second half
+        c, h, w = (np.arange(n) for n in shape)
+        second = ((c[:, None, None] + h[:, None] + w) % 2 == 1).reshape(-1)  # the checkerboard's second half
         for i, (section, plane, kind) in enumerate(self.passes(self.planes, self.head, sections)):
             if kind == self.NEAR:  # a new plane
                 fresh = np.zeros(shape, dtype=bool)
                 base = self.boxes(m)  # which pass codes what
-                live = self._sums(base)  # what the activities count
+                live = self._sums(base[0], base[2])  # what the activities count
             if kind == self.REFINE:
                 coded = np.flatnonzero(m > 0)
                 bits = decisions(i, section, plane, -1, coded, np.minimum(m.reshape(-1)[coded], 3) - 1)
@@ -867,7 +872,7 @@ class PlaneTables(_Tables):
                 new = coded[got.reshape(-1)[coded] > 0]
                 fresh.reshape(-1)[new] = True
                 if len(new) and (kind, half) != (self.FAR, 1):  # the rest of the plane sees them
-                    live = self._sums(self.boxes(m + fresh))
+                    live = self._sums(*self._windows(m + fresh))
             if kind == self.FAR:
                 m = np.where(m > 0, 2 * m + bits, fresh).astype(np.int32, copy=False)
 

@@ -33,8 +33,8 @@ class ModelConfig:
     channels: int = 64
     latent: int = 64
     detail: int = 0
-    """How many of the ``latent`` channels are detail coefficients (the lapped transform's
-    projections onto a fitted basis, ``transforms.LappedAnalysis``), the last ones."""
+    """How many of the ``latent`` channels, the last ones, are detail coefficients on a fitted
+    basis of 16x16 blocks (``transforms.LappedSynthesis``; ``analyse`` computes them)."""
     bottleneck_args: dict = field(default_factory=lambda: {"stages": 32, "codebook_size": 256})
     qualities: list[int] = field(default_factory=lambda: [3, 5, 8, 12, 16, 22, 28, 32])
     """The bottleneck's rate level used by quality 1, 2, ... (RVQ: stages; VAE: gain vector)."""
