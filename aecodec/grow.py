@@ -9,10 +9,9 @@ ones), the synthesis's first gets matching inputs (1/20 of that spread, so recon
 move by a few 8-bit levels at most), and the bottleneck extends its own state to the new
 channels (``grow``, which a bottleneck may implement). Training then decides what they carry.
 
-A lapped pair grows differently: its new channels are detail coefficients, a linear
-projection of each 16x16 block that the synthesis puts in place of its own
-(``transforms.LappedSynthesis``), onto the principal axes of what the trained pair fails to
-reconstruct. Those misses are what caps the quality a quantizer can reach: the shipped pair
+A lapped pair grows differently: its new channels are detail coefficients, each 16x16
+block's projection onto the principal axes of what the trained pair fails to reconstruct, less
+what its linear path already puts there (``transforms.LappedSynthesis``). Those misses are what caps the quality a quantizer can reach: the shipped pair
 held Kodak's most textured image (kodim13) to 33.2 dB with no quantization at all, where a
 block PCA of the same size holds 36.8.
 """
