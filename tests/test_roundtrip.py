@@ -159,6 +159,21 @@ def test_bits_the_stages_leave_unused_go_to_refinement(any_tiny):
     assert psnr(img, any_tiny.decompress(data)) > psnr(img, any_tiny.decompress(full)) + 6
 
 
+def test_a_file_far_under_its_rate_also_tries_the_level_below(tiny_lattice, monkeypatch):
+    """When the fitting level's best file counts as far under the budget (here: always), the
+    level below's best fit is tried too, and the larger file within the budget wins."""
+    from aecodec import codec as codec_module
+
+    img = smooth_image(96, 64)
+    sizes = [len(tiny_lattice.compress(img, q)) for q in tiny_lattice.quality_levels]
+    target = (sizes[2] + sizes[3]) // 2
+    plain = tiny_lattice.compress(img, bpp=8 * target / (96 * 64))
+    monkeypatch.setattr(codec_module, "UNDERSHOOT", 2.0)
+    tried = tiny_lattice.compress(img, bpp=8 * target / (96 * 64))
+    assert len(plain) <= len(tried) <= target
+    assert tiny_lattice.decompress(tried).size == img.size
+
+
 def test_compress_to_a_psnr_reaches_it_with_few_bytes(any_tiny):
     img = smooth_image(96, 64)
     scores = [psnr(img, any_tiny.decompress(any_tiny.compress(img, q))) for q in any_tiny.quality_levels]
